@@ -1,0 +1,25 @@
+"""lc_keras: learning-compression (LC) weight quantization for Keras 3.
+
+Wrap a trained Keras model in `LCModel`, pick codebooks per layer, `fit` with
+a `MuSchedule`, and take `quantized_model()` (or a TFLite file that stores
+integer indices plus codebooks).
+"""
+
+from lc_keras import datasets
+from lc_keras.codebooks import AdaptiveQuantization
+from lc_keras.codebooks import BinaryQuantization
+from lc_keras.codebooks import FixedCodebook
+from lc_keras.codebooks import PowersOfTwoQuantization
+from lc_keras.codebooks import Quantization
+from lc_keras.codebooks import ScaledBinaryQuantization
+from lc_keras.codebooks import ScaledTernaryQuantization
+from lc_keras.codebooks import TernaryQuantization
+from lc_keras.kmeans import kmeans_1d
+from lc_keras.kmeans import kmeans_1d_exact
+from lc_keras.model import LCModel
+from lc_keras.quantized import QuantizedKernel
+from lc_keras.schedule import MuSchedule
+from lc_keras.spec import compressible_kernels
+from lc_keras.summary import compression_ratio
+
+__version__ = "0.1.0"

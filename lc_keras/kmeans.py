@@ -1,0 +1,539 @@
+"""One-dimensional k-means as pure TensorFlow functions.
+
+Every function works on a batch of rows `v` of shape `[G, n]` (one
+independent problem per row, e.g. one per output channel) and returns
+`(centers, indices)`: float32 centers of shape `[G, k]` sorted ascending per
+row and int32 indices of shape `[G, n]` into them.
+
+All functions are built from TensorFlow ops only (no NumPy on the data, no
+Python loops over the data), so they run eagerly and inside `tf.function`.
+Their heavy parts run as internal `tf.function`s, traced once per input
+signature and then reused.
+
+Conventions shared by all functions:
+
+* Nearest-center assignment compares each value with the midpoints of
+  consecutive sorted centers (`tf.searchsorted`); a value exactly on a
+  midpoint goes to the larger center.
+* Sums over the data use float64 prefix sums of the sorted row, so cluster
+  means stay accurate for rows of millions of values.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "DEFAULT_MAX_ITER",
+    "MAX_SEED_SAMPLES",
+    "assign_nearest",
+    "kmeans_1d",
+    "kmeans_1d_exact",
+    "kmeans_plus_plus",
+]
+
+#: Default cap on Lloyd iterations. One iteration on sorted data costs
+#: O(k log n), so the cap is generous; warm starts converge in a few.
+DEFAULT_MAX_ITER = 100
+
+#: k-means++ seeds on at most this many evenly spaced order statistics of each
+#: row (see `kmeans_plus_plus`).
+MAX_SEED_SAMPLES = 4096
+
+_MAX_K = 65536
+
+
+# --------------------------------------------------------------------------
+# Argument checks (shared with codebooks.py).
+# --------------------------------------------------------------------------
+
+
+def _check_int(value, name, owner, minimum=None, maximum=None):
+    """Returns `value` as a Python int or raises a Keras-style error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral
+    ):
+        raise TypeError(
+            f"{owner} requires {name} to be an int. "
+            f"Received: {name}={value!r} (of type {type(value).__name__})"
+        )
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(
+            f"{owner} requires {name} >= {minimum}. Received: {name}={value}"
+        )
+    if maximum is not None and value > maximum:
+        raise ValueError(
+            f"{owner} requires {name} <= {maximum}. Received: {name}={value}"
+        )
+    return value
+
+
+def _check_bool(value, name, owner):
+    """Returns `value` as a Python bool or raises a Keras-style TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{owner} requires {name} to be a bool. "
+            f"Received: {name}={value!r} (of type {type(value).__name__})"
+        )
+    return bool(value)
+
+
+def _check_seed(seed, owner):
+    return _check_int(
+        seed, "seed", owner, minimum=-(2**63), maximum=2**63 - 1
+    )
+
+
+def _as_rows(v, name, owner):
+    """Converts `v` to a float32 tensor of rank 2 with at least one column."""
+    v = tf.convert_to_tensor(v, dtype_hint=tf.float32)
+    if v.dtype != tf.float32:
+        v = tf.cast(v, tf.float32)
+    if v.shape.rank is not None and v.shape.rank != 2:
+        raise ValueError(
+            f"{owner} requires {name} of rank 2 (one row per codebook, shape "
+            f"[G, n]). Received: {name}.shape={tuple(v.shape)}"
+        )
+    if v.shape.rank is None:
+        v = tf.ensure_shape(v, [None, None])
+    if v.shape[1] == 0:
+        raise ValueError(
+            f"{owner} requires {name} with at least one value per row. "
+            f"Received: {name}.shape={tuple(v.shape)}"
+        )
+    return v
+
+
+def _fix_shape(t, rows, cols):
+    """Restores static shape information lost in a generalized trace."""
+    return tf.ensure_shape(t, [rows, cols])
+
+
+# --------------------------------------------------------------------------
+# Building blocks (traced functions on sorted rows).
+# --------------------------------------------------------------------------
+
+
+def _midpoints(c):
+    # 0.5*a + 0.5*b cannot overflow, unlike (a + b) / 2.
+    return 0.5 * c[:, :-1] + 0.5 * c[:, 1:]
+
+
+def assign_nearest(v, codebook):
+    """Assigns every value to its nearest codeword.
+
+    Solves, independently for every value `v[g, i]`,
+
+        z[g, i] = argmin_{j in [0, K)} (v[g, i] - codebook[g, j])**2
+
+    by comparing `v` with the midpoints of consecutive codewords
+    (`tf.searchsorted`, O(n log K) per row). A value exactly on a midpoint goes
+    to the larger codeword. Duplicated codewords are allowed.
+
+    Args:
+        v: float tensor of shape `[G, n]`.
+        codebook: float tensor of shape `[G, K]` (or `[1, K]`, shared by all
+            rows), sorted ascending along each row.
+
+    Returns:
+        int32 tensor of shape `[G, n]` with values in `[0, K)`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> assign_nearest(tf.constant([[-3.0, 0.2, 0.5, 9.0]]),
+    ...                tf.constant([[-1.0, 0.0, 1.0]])).numpy().tolist()
+    [[0, 1, 2, 2]]
+    """
+    v = _as_rows(v, "v", "assign_nearest")
+    codebook = _as_rows(codebook, "codebook", "assign_nearest")
+    mid = _midpoints(codebook)
+    mid = tf.broadcast_to(mid, tf.stack([tf.shape(v)[0], tf.shape(mid)[1]]))
+    return tf.searchsorted(mid, v, side="right", out_type=tf.int32)
+
+
+def _prefix_sums(s):
+    """float64 prefix sums `[G, n + 1]` of the sorted rows `s`."""
+    x = tf.cast(s, tf.float64)
+    zeros = tf.zeros(tf.stack([tf.shape(x)[0], 1]), tf.float64)
+    return tf.concat([zeros, tf.cumsum(x, axis=1)], axis=1)
+
+
+def _lloyd_sorted(s, prefix, centers, max_iter, lower=None, upper=None):
+    """Lloyd iterations on sorted rows.
+
+    Each iteration assigns every value to its nearest center (cluster `j` holds
+    the sorted values in `[mid_{j-1}, mid_j)`, found with `tf.searchsorted`),
+    then moves each center to the mean of its cluster, clipped to
+    `[lower_j, upper_j]` when bounds are given (that is the exact
+    minimiser of the cluster's squared error over the interval; equal bounds
+    pin an entry). Empty clusters keep their center. Stops when the centers
+    no longer change or after `max_iter` iterations. Each step never increases
+    the squared error.
+
+    Args:
+        s: float32 `[G, n]`, rows sorted ascending.
+        prefix: float64 `[G, n + 1]` prefix sums of `s`.
+        centers: float32 `[G, k]` sorted ascending.
+        max_iter: int32 scalar tensor.
+        lower, upper: optional float32 `[k]` bounds per entry.
+
+    Returns:
+        float32 `[G, k]` centers sorted ascending.
+    """
+    rows = tf.shape(s)[0]
+    n = tf.shape(s)[1]
+    first = tf.zeros(tf.stack([rows, 1]), tf.int32)
+    last = tf.fill(tf.stack([rows, 1]), n)
+
+    def step(c):
+        b = tf.searchsorted(s, _midpoints(c), side="left", out_type=tf.int32)
+        bounds = tf.concat([first, b, last], axis=1)
+        sums = tf.gather(prefix, bounds, batch_dims=1)
+        count = tf.cast(bounds[:, 1:] - bounds[:, :-1], tf.float64)
+        mean = tf.math.divide_no_nan(sums[:, 1:] - sums[:, :-1], count)
+        new = tf.where(count > 0, tf.cast(mean, tf.float32), c)
+        if lower is not None:
+            new = tf.clip_by_value(new, lower, upper)
+        return tf.sort(new, axis=1)
+
+    def cond(i, c, done):
+        return tf.logical_and(i < max_iter, tf.logical_not(done))
+
+    def body(i, c, done):
+        new = step(c)
+        return i + 1, new, tf.reduce_all(tf.equal(new, c))
+
+    _, centers, _ = tf.while_loop(
+        cond, body, (tf.constant(0, tf.int32), centers, tf.constant(False))
+    )
+    return centers
+
+
+def _seed_sorted(s, k, seed, max_samples):
+    """k-means++ seeding on evenly spaced order statistics of sorted rows."""
+    rows = tf.shape(s)[0]
+    n = tf.shape(s)[1]
+    m = tf.minimum(n, max_samples)
+    pos = tf.cast(
+        tf.round(tf.linspace(tf.constant(0.0, tf.float64),
+                             tf.cast(n - 1, tf.float64), m)),
+        tf.int32,
+    )
+    x = tf.cast(tf.gather(s, pos, axis=1), tf.float64)  # [G, m]
+
+    def uniform(j):
+        # One draw per step shared by all rows: a row's seeding then does not
+        # depend on which other rows are in the batch.
+        key = tf.stack([seed, tf.cast(j, tf.int64)])
+        return tf.random.stateless_uniform([], seed=key, dtype=tf.float64)
+
+    i0 = tf.minimum(
+        tf.cast(tf.floor(uniform(0) * tf.cast(m, tf.float64)), tf.int32),
+        m - 1,
+    )
+    c0 = tf.gather(x, i0, axis=1)  # [G]
+    d2 = tf.square(x - c0[:, None])
+    found = tf.TensorArray(tf.float64, size=k, element_shape=[None])
+    found = found.write(0, c0)
+
+    def body(j, d2, found):
+        cum = tf.cumsum(d2, axis=1)
+        # u < total, so the first index with cum > u has positive weight; when
+        # every weight is 0 (all points are centers already) the clip picks the
+        # last point, a duplicate: no 0/0 anywhere.
+        u = uniform(j) * cum[:, -1]
+        idx = tf.searchsorted(cum, u[:, None], side="right",
+                              out_type=tf.int32)
+        idx = tf.minimum(idx, m - 1)
+        c = tf.gather(x, idx, batch_dims=1)  # [G, 1]
+        d2 = tf.minimum(d2, tf.square(x - c))
+        return j + 1, d2, found.write(j, c[:, 0])
+
+    _, _, found = tf.while_loop(
+        lambda j, d2, found: j < k, body, (tf.constant(1), d2, found)
+    )
+    centers = tf.transpose(found.stack())
+    return tf.sort(tf.cast(centers, tf.float32), axis=1)
+
+
+def _seed_fn(v, k, seed, max_samples):
+    s = tf.sort(v, axis=1)
+    return _seed_sorted(s, k, seed, max_samples)
+
+
+def _lloyd_fn(v, init, k, max_iter, seed, max_samples, lower, upper):
+    s = tf.sort(v, axis=1)
+    prefix = _prefix_sums(s)
+    if init is None:
+        init = _seed_sorted(s, k, seed, max_samples)
+    else:
+        init = tf.sort(init, axis=1)
+        if lower is not None:
+            init = tf.sort(tf.clip_by_value(init, lower, upper), axis=1)
+    centers = _lloyd_sorted(s, prefix, init, max_iter, lower, upper)
+    return centers, _assign_fn(v, centers)
+
+
+def _assign_fn(v, centers):
+    return tf.searchsorted(_midpoints(centers), v, side="right",
+                           out_type=tf.int32)
+
+
+def _exact_fn(v, k):
+    s = tf.sort(v, axis=1)
+    rows = tf.shape(s)[0]
+    n = tf.shape(s)[1]
+    # Centering the rows leaves the problem unchanged and reduces the
+    # cancellation in the within-segment sum of squares below.
+    x = tf.cast(s, tf.float64)
+    shift = tf.reduce_mean(x, axis=1, keepdims=True)
+    x = x - shift
+    zeros = tf.zeros(tf.stack([rows, 1]), tf.float64)
+    p1 = tf.concat([zeros, tf.cumsum(x, axis=1)], axis=1)  # [G, n+1]
+    p2 = tf.concat([zeros, tf.cumsum(x * x, axis=1)], axis=1)
+    r = tf.range(n + 1)
+    start = r[:, None]
+    stop = r[None, :]
+    count = tf.cast(stop - start, tf.float64)  # [n+1, n+1]
+    seg1 = p1[:, None, :] - p1[:, :, None]  # [G, start, stop]
+    seg2 = p2[:, None, :] - p2[:, :, None]
+    cost = tf.maximum(seg2 - tf.math.divide_no_nan(seg1 * seg1, count), 0.0)
+    inf = tf.constant(np.inf, tf.float64)
+    # Segment [start, stop) of the sorted row; empty segments (start == stop)
+    # are allowed at cost 0 so that rows with fewer than k values work.
+    cost = tf.where(start <= stop, cost, inf)
+    best = tf.where(tf.equal(r, 0), tf.constant(0.0, tf.float64), inf)
+    best = tf.broadcast_to(best[None, :], tf.stack([rows, n + 1]))
+    choices = tf.TensorArray(tf.int32, size=k, element_shape=[None, None])
+
+    def forward(m, best, choices):
+        # best[g, stop] = min over start of best_prev[g, start] + cost.
+        total = best[:, :, None] + cost
+        arg = tf.argmin(total, axis=1, output_type=tf.int32)
+        return m + 1, tf.reduce_min(total, axis=1), choices.write(m, arg)
+
+    _, best, choices = tf.while_loop(
+        lambda m, best, choices: m < k, forward, (tf.constant(0), best, choices)
+    )
+    ends = tf.TensorArray(tf.int32, size=k + 1, element_shape=[None])
+    stop_at = tf.fill(tf.stack([rows]), n)
+    ends = ends.write(k, stop_at)
+
+    def backward(m, stop_at, ends):
+        arg = choices.read(m)
+        begin = tf.gather(arg, stop_at[:, None], batch_dims=1)[:, 0]
+        return m - 1, begin, ends.write(m, begin)
+
+    _, _, ends = tf.while_loop(
+        lambda m, stop_at, ends: m >= 0,
+        backward,
+        (tf.constant(k - 1), stop_at, ends),
+    )
+    bounds = tf.transpose(ends.stack())  # [G, k + 1], bounds[:, 0] == 0
+    sums = tf.gather(p1, bounds, batch_dims=1)
+    size = tf.cast(bounds[:, 1:] - bounds[:, :-1], tf.float64)
+    mean = tf.math.divide_no_nan(sums[:, 1:] - sums[:, :-1], size) + shift
+    # An empty segment [t, t) sits between the segment ending at t - 1 and the
+    # one starting at t: the value s[t] keeps the centers sorted.
+    fill = tf.gather(s, tf.minimum(bounds[:, :-1], n - 1), batch_dims=1)
+    centers = tf.where(size > 0, tf.cast(mean, tf.float32), fill)
+    centers = tf.sort(centers, axis=1)
+    return centers, _assign_fn(v, centers)
+
+
+_seed_tf = tf.function(_seed_fn, reduce_retracing=True, autograph=False)
+_lloyd_tf = tf.function(_lloyd_fn, reduce_retracing=True, autograph=False)
+_exact_tf = tf.function(_exact_fn, reduce_retracing=True, autograph=False)
+
+
+# --------------------------------------------------------------------------
+# Public functions.
+# --------------------------------------------------------------------------
+
+
+def kmeans_plus_plus(v, k, seed=0, max_samples=MAX_SEED_SAMPLES):
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007) for 1-D rows.
+
+    Picks `k` initial centers per row: the first uniformly at random, each next
+    one at random with probability proportional to the squared distance to the
+    nearest center picked so far. This approximately solves (within
+    O(log k) in expectation)
+
+        argmin_{c in R^k} sum_i min_j (v[g, i] - c[j])**2
+
+    for every row `g`. To stay cheap on large rows (n = 1M, k = 256), the
+    sampling runs on at most `max_samples` evenly spaced order statistics of
+    each sorted row (the row's quantiles, including its min and max) rather
+    than on all n values: O(n log n) for the sort plus O(k * max_samples).
+
+    Randomness comes from `tf.random.stateless_uniform` keyed on `seed`, so
+    the result is deterministic. The same uniform draws are used for all
+    rows, so a row's centers do not depend on the other rows in the batch.
+    Rows with fewer than `k` distinct values (e.g. constant or all-zero rows)
+    get duplicated, finite centers.
+
+    Args:
+        v: float tensor of shape `[G, n]`.
+        k: Number of centers, a Python int >= 1.
+        seed: Python int seed of the stateless random generator.
+        max_samples: Maximum number of order statistics per row to seed on.
+
+    Returns:
+        float32 tensor of shape `[G, k]`, sorted ascending along each row.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> c = kmeans_plus_plus(tf.constant([[0.0, 0.0, 10.0, 10.0]]), k=2)
+    >>> c.numpy().tolist()
+    [[0.0, 10.0]]
+    """
+    owner = "kmeans_plus_plus"
+    k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
+    seed = _check_seed(seed, owner)
+    max_samples = _check_int(max_samples, "max_samples", owner, minimum=1)
+    v = _as_rows(v, "v", owner)
+    centers = _seed_tf(v, k, tf.constant(seed, tf.int64), max_samples)
+    return _fix_shape(centers, v.shape[0], k)
+
+
+def kmeans_1d(v, k=None, init=None, max_iter=DEFAULT_MAX_ITER, seed=0):
+    """1-D k-means by Lloyd's algorithm on sorted rows.
+
+    Solves (locally), independently for every row `g`,
+
+        argmin_{c in R^k, z in {0..k-1}^n} sum_i (v[g, i] - c[z_i])**2
+
+    Each row is sorted once and its float64 prefix sums are formed; one Lloyd
+    iteration then costs O(k log n): midpoints of the sorted centers,
+    `tf.searchsorted` of the midpoints in the sorted row for the cluster
+    boundaries, cluster sums from the prefix sums, new centers = cluster means
+    (an empty cluster keeps its center), re-sorted. Iterations stop when the
+    centers no longer change or after `max_iter` iterations. Every iteration
+    never increases the squared error, so the result is never worse than the
+    initial centers.
+
+    Args:
+        v: float tensor of shape `[G, n]`.
+        k: Number of centers (Python int >= 1). Optional when `init` is given.
+        init: Optional warm start, float tensor of shape `[G, k]` (or
+            `[1, k]`); when None, centers are seeded by `kmeans_plus_plus`.
+        max_iter: Maximum number of Lloyd iterations (Python int >= 0).
+        seed: Seed of the k-means++ seeding (unused with `init`).
+
+    Returns:
+        `(centers, indices)`: float32 `[G, k]` sorted ascending per row and
+        int32 `[G, n]`, the nearest center of every value.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> centers, idx = kmeans_1d(tf.constant([[0.0, 1.0, 4.0, 5.0]]), k=2)
+    >>> centers.numpy().tolist(), idx.numpy().tolist()
+    ([[0.5, 4.5]], [[0, 0, 1, 1]])
+    """
+    owner = "kmeans_1d"
+    max_iter = _check_int(max_iter, "max_iter", owner, minimum=0)
+    seed = _check_seed(seed, owner)
+    v = _as_rows(v, "v", owner)
+    if init is None:
+        if k is None:
+            raise ValueError(
+                "kmeans_1d requires k or init. Received: k=None, init=None"
+            )
+        k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
+    else:
+        init = _as_rows(init, "init", owner)
+        if init.shape[1] is None:
+            raise ValueError(
+                "kmeans_1d requires init with a static number of columns. "
+                f"Received: init.shape={tuple(init.shape)}"
+            )
+        if k is None:
+            k = init.shape[1]
+        k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
+        if init.shape[1] != k:
+            raise ValueError(
+                f"kmeans_1d requires init of shape [G, k] with k={k}. "
+                f"Received: init.shape={tuple(init.shape)}"
+            )
+        init = _broadcast_rows(init, v, "init", owner)
+    centers, indices = _lloyd_tf(
+        v, init, k, tf.constant(max_iter, tf.int32),
+        tf.constant(seed, tf.int64), MAX_SEED_SAMPLES, None, None,
+    )
+    return (_fix_shape(centers, v.shape[0], k),
+            _fix_shape(indices, v.shape[0], v.shape[1]))
+
+
+def kmeans_1d_exact(v, k):
+    """Exact 1-D k-means by dynamic programming (Wang & Song, Ckmeans.1d.dp).
+
+    Solves exactly, independently for every row `g`,
+
+        argmin_{c in R^k, z in {0..k-1}^n} sum_i (v[g, i] - c[z_i])**2
+
+    In 1-D the optimal clusters are contiguous in the sorted row, so with
+    `D[m, j]` the least error of `m` clusters over the `j` smallest values,
+    `D[m, j] = min_{i <= j} D[m-1, i] + SSE(i, j)` where the within-segment
+    error `SSE` comes in O(1) from float64 prefix sums of the (centered) row.
+    The recursion is fully vectorized: k steps over a `[G, n+1, n+1]` table,
+    i.e. O(k * n**2) time and O(G * n**2) memory per call. Use it only for
+    small rows: about `G * n**2 <= 2**20` and `G * n**2 * k <= 2**23`
+    (`AdaptiveQuantization(method="auto")` uses exactly this bound); use
+    `kmeans_1d` beyond that.
+
+    Rows with fewer than `k` distinct values get a valid codebook with
+    duplicated entries (never NaN).
+
+    Args:
+        v: float tensor of shape `[G, n]`.
+        k: Number of centers (Python int >= 1).
+
+    Returns:
+        `(centers, indices)`: float32 `[G, k]` sorted ascending per row and
+        int32 `[G, n]`, the nearest center of every value.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> centers, idx = kmeans_1d_exact(tf.constant([[0.0, 1.0, 4.0, 5.0]]), 2)
+    >>> centers.numpy().tolist(), idx.numpy().tolist()
+    ([[0.5, 4.5]], [[0, 0, 1, 1]])
+    """
+    owner = "kmeans_1d_exact"
+    k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
+    v = _as_rows(v, "v", owner)
+    centers, indices = _exact_tf(v, k)
+    return (_fix_shape(centers, v.shape[0], k),
+            _fix_shape(indices, v.shape[0], v.shape[1]))
+
+
+def _broadcast_rows(t, v, name, owner):
+    """Broadcasts a `[1, k]` tensor to the rows of `v`; checks `[G, k]`."""
+    rows, trows = v.shape[0], t.shape[0]
+    if rows is not None and trows is not None and trows not in (1, rows):
+        raise ValueError(
+            f"{owner} requires {name} with 1 or {rows} rows (one per row of "
+            f"v). Received: {name}.shape={tuple(t.shape)}"
+        )
+    return tf.broadcast_to(t, tf.stack([tf.shape(v)[0], tf.shape(t)[1]]))
+
+
+def _exact_is_cheap(rows, n, k):
+    """Static test used by `method="auto"`: is the DP cheap for this shape?"""
+    if rows is None or n is None:
+        return False
+    cells = rows * (n + 1) ** 2
+    return cells <= 2**20 and cells * k <= 2**23
+
+
+def _lloyd(v, init, k, max_iter, seed=0, lower=None, upper=None):
+    """Package-internal Lloyd entry point with optional per-entry bounds."""
+    return _lloyd_tf(
+        v, init, k, tf.constant(max_iter, tf.int32),
+        tf.constant(seed, tf.int64), MAX_SEED_SAMPLES, lower, upper,
+    )

@@ -1,0 +1,636 @@
+"""`LCModel`: a Keras model trained by learning-compression (LC).
+
+The model adds the LC penalty μ/2·Σ‖w − Δ(Θ) − λ/μ‖² to the loss in its
+training step (`compute_loss`), evaluates and predicts with the quantized
+kernels Δ(Θ) by default, and runs C steps (projections of w − λ/μ onto the
+codebooks) when asked — normally by the `MuSchedule` callback between L steps.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lc_keras import spec as spec_lib
+from lc_keras.quantized import QuantizedKernel
+
+_PENALTIES = ("augmented", "quadratic")
+
+
+def _safe(path):
+    return path.replace("/", "__").replace(":", "_")
+
+
+class _LCState(keras.layers.Layer):
+    """Holds the LC variables of an `LCModel` (μ, λ, codebooks, indices).
+
+    It is a sublayer so that its variables are saved with the model. Its
+    variables are created once the compressed kernels are known; it is never
+    `build()`-ed, so its state stays open for that.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = None
+
+    def create(self, groups):
+        self.groups = groups
+
+        def weight(name, shape, dtype="float32", value="zeros"):
+            return self.add_weight(
+                shape=shape, dtype=dtype, initializer=value, trainable=False,
+                autocast=False, name=name)
+
+        self.mu = weight("mu", ())
+        self.steps = weight("c_steps", (), dtype="int32")
+        self.base_lr = weight("base_learning_rate", (), value="zeros")
+        self.codebooks = []
+        self.lambdas, self.targets, self.indices = [], [], []
+        for group in groups:
+            rows = group.kernels[0].channels if group.per_channel else 1
+            self.codebooks.append(weight(
+                f"codebook_{_safe(group.name)}",
+                (rows, group.quantization.num_entries)))
+            for ref in group.kernels:
+                shape = tuple(ref.variable.shape)
+                name = _safe(ref.path)
+                self.lambdas.append(weight(f"lambda_{name}", shape))
+                self.targets.append(weight(f"target_{name}", shape))
+                self.indices.append(
+                    weight(f"indices_{name}", shape, dtype="int32"))
+        self.built = True
+
+    def call(self, inputs):  # pragma: no cover - never called
+        return inputs
+
+
+def _to_rows(w, ref, group):
+    """Flattens one kernel into the [rows, n] layout of its group."""
+    if group.per_channel:
+        axes = tuple(ref.channel_axes)
+        rest = tuple(a for a in range(len(w.shape)) if a not in axes)
+        w = tf.transpose(w, axes + rest)
+        return tf.reshape(w, [ref.channels, -1])
+    return tf.reshape(w, [1, -1])
+
+
+def _from_rows(rows, ref, group):
+    """Inverse of `_to_rows` for one kernel."""
+    shape = [int(d) for d in ref.variable.shape]
+    if group.per_channel:
+        axes = tuple(ref.channel_axes)
+        rest = tuple(a for a in range(len(shape)) if a not in axes)
+        perm = axes + rest
+        t = tf.reshape(rows, [shape[a] for a in perm])
+        return tf.transpose(t, np.argsort(perm))
+    return tf.reshape(rows, shape)
+
+
+@keras.saving.register_keras_serializable(package="lc_keras")
+class LCModel(keras.Model):
+    """A Keras model trained by learning-compression quantization.
+
+    Wrap a trained, built model (`LCModel(reference, compression=...)`), or
+    subclass `LCModel` with your own layers and `call()`, passing the spec to
+    `super().__init__(compression=...)`. Then `compile` and `fit` with a
+    `MuSchedule` callback as usual.
+
+    During `fit`, the loss is the model's loss plus the LC penalty
+    μ/2·Σ‖w − Δ(Θ) − λ/μ‖² (a SUM over the compressed weights); the logs show
+    `lc_penalty` and `lc_mu`. `evaluate` and `predict` (and so the validation
+    metrics of `fit`) use the quantized kernels Δ(Θ) unless
+    `quantized_evaluation=False` (or `evaluate(..., quantized=False)`).
+
+    Args:
+        model: The reference `keras.Model` to wrap (built). Leave `None` when
+            subclassing.
+        compression: A `Quantization` applied to every compressible kernel, or
+            a dict `{layer name | glob pattern | layer class: Quantization or
+            None}`; see `lc_keras.spec`. Default: `AdaptiveQuantization(2)`.
+        penalty: `"augmented"` (augmented Lagrangian: multipliers λ are
+            updated after every C step) or `"quadratic"` (λ ≡ 0).
+        quantized_evaluation: Whether `evaluate`/`predict` use Δ(Θ).
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    >>> import keras, numpy as np, lc_keras as lc
+    >>> ref = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model = lc.LCModel(ref, compression=lc.AdaptiveQuantization(2))
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> schedule = lc.MuSchedule(mu0=1e-3, growth=2.0, steps=2,
+    ...                          epochs_per_step=1)
+    >>> x, y = np.ones((16, 8)), np.zeros((16, 4))
+    >>> _ = model.fit(x, y, epochs=schedule.total_epochs,
+    ...               callbacks=[schedule], verbose=0)
+    >>> q = model.quantized_model()
+    >>> len(np.unique(q.layers[-1].kernel.numpy())) <= 2
+    True
+    """
+
+    def __init__(self, model=None, compression=None, *, penalty="augmented",
+                 quantized_evaluation=True, **kwargs):
+        super().__init__(**kwargs)
+        if model is not None and not isinstance(model, keras.Model):
+            raise TypeError(
+                "LCModel wraps a `keras.Model`. Received: "
+                f"model={model!r} of type {type(model).__name__}")
+        if penalty not in _PENALTIES:
+            raise ValueError(
+                f"LCModel requires penalty to be one of {_PENALTIES}. "
+                f"Received: penalty={penalty!r}")
+        self.net = model
+        self.compression = compression
+        self.penalty = penalty
+        self._quantized_evaluation = bool(quantized_evaluation)
+        self._lc = _LCState(name="lc_state")
+        self._penalty_metric = keras.metrics.Mean(name="lc_penalty")
+        self._mu_metric = keras.metrics.Mean(name="lc_mu")
+        self._project_fns = {}
+        self._distortion_fn = None
+        if model is not None:
+            if not model.built:
+                raise ValueError(
+                    "LCModel needs a built model to wrap (its kernels must "
+                    f"exist). Received: unbuilt model '{model.name}'. Build "
+                    "it first, e.g. `model.build(input_shape)` or by calling "
+                    "it on a batch.")
+            self._ensure_state()
+
+    # ------------------------------------------------------------------
+    # Building and state
+    # ------------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        if self.net is None:
+            raise NotImplementedError(
+                "A subclass of LCModel must implement `call()`, or pass the "
+                "model to wrap as `LCModel(model, compression=...)`.")
+        return self.net(inputs, training=training)
+
+    def build(self, input_shape=None):
+        if self.net is None and input_shape is not None:
+            inputs = keras.tree.map_shape_structure(
+                lambda s: keras.KerasTensor(s), input_shape)
+            self.call(inputs)
+        self._ensure_state()
+
+    def build_from_config(self, config):
+        super().build_from_config(config)
+        self._ensure_state()
+
+    def _ensure_state(self):
+        """Creates the LC variables once the kernels exist."""
+        if self._lc.groups is not None:
+            return
+        target = self.net if self.net is not None else self
+        groups = spec_lib.resolve_spec(target, self.compression)
+        strategy = getattr(self, "distribute_strategy", None)
+        scope = (strategy.scope() if strategy is not None
+                 else contextlib.nullcontext())
+        with scope:
+            self._lc.create(groups)
+
+    @property
+    def lc_groups(self):
+        """The `CompressionGroup`s of the model (after it is built)."""
+        self._require_state()
+        return self._lc.groups
+
+    def _require_state(self):
+        if self._lc.groups is None:
+            if self.built or (self.net is not None):
+                self._ensure_state()
+            else:
+                raise ValueError(
+                    f"LCModel '{self.name}' is not built yet, so its kernels "
+                    "are unknown. Build it (call it on a batch, or "
+                    "`model.build(input_shape)`) or `fit` it first.")
+
+    def _kernel_refs(self):
+        return [ref for g in self._lc.groups for ref in g.kernels]
+
+    @property
+    def compression_initialized(self):
+        """Whether a C step (direct compression at least) has run."""
+        self._require_state()
+        return int(self._lc.steps.numpy()) > 0
+
+    @property
+    def c_steps(self):
+        """Number of C steps run so far (direct compression counts as 1)."""
+        self._require_state()
+        return int(self._lc.steps.numpy())
+
+    @property
+    def mu(self):
+        """The current penalty parameter μ (a float)."""
+        self._require_state()
+        return float(self._lc.mu.numpy())
+
+    @mu.setter
+    def mu(self, value):
+        self._require_state()
+        value = float(value)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"LCModel requires mu > 0. Received: mu={value}")
+        self._lc.mu.assign(value)
+
+    # ------------------------------------------------------------------
+    # L step: the penalty in the loss
+    # ------------------------------------------------------------------
+
+    def lc_penalty(self):
+        """The penalty μ/2·Σ‖w − Δ(Θ) − λ/μ‖² over the compressed kernels.
+
+        Returns:
+            A float32 scalar tensor.
+        """
+        self._require_state()
+        mu = self._lc.mu
+        total = tf.constant(0.0, tf.float32)
+        refs = self._kernel_refs()
+        for ref, target, lam in zip(refs, self._lc.targets, self._lc.lambdas):
+            w = tf.cast(ref.variable.value, tf.float32)
+            if self.penalty == "augmented":
+                d = w - target.value - lam.value / mu.value
+            else:
+                d = w - target.value
+            total += tf.reduce_sum(tf.square(d))
+        return 0.5 * mu.value * total
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+            training=training)
+        if not training or self._lc.groups is None:
+            return loss
+        penalty = self.lc_penalty()
+        self._penalty_metric.update_state(penalty)
+        self._mu_metric.update_state(self._lc.mu.value)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        penalty = penalty / tf.cast(replicas, penalty.dtype)
+        if loss is None:
+            return tf.cast(penalty, "float32")
+        return loss + tf.cast(penalty, loss.dtype)
+
+    def _build_from_data(self, x):
+        """Builds an unbuilt (subclassed) model from the inputs given to fit.
+
+        Keras builds such models only when the train function is first traced,
+        after the callbacks' `on_train_begin` — too late for direct
+        compression. This builds from the input shapes up front instead.
+        """
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            if isinstance(spec, tuple):
+                spec = spec[0]
+            shapes = keras.tree.map_structure(
+                lambda s: tuple(s.shape.as_list()), spec)
+        elif x is not None and hasattr(x, "shape"):
+            shapes = (None,) + tuple(int(d) for d in x.shape[1:])
+        else:
+            raise ValueError(
+                f"LCModel '{self.name}' is not built and its input shape "
+                f"cannot be read from fit's x of type {type(x).__name__}. "
+                "Build it first: `model.build(input_shape)` or call it on a "
+                "batch.")
+        self.build(shapes)
+
+    def fit(self, x=None, *args, **kwargs):
+        if not self.built and self.net is None:
+            self._build_from_data(x)
+        return super().fit(x, *args, **kwargs)
+
+    def train_step(self, data):
+        if self._lc.groups is None:
+            raise ValueError(
+                f"LCModel '{self.name}' has no compression state yet: pass "
+                "`lc_keras.MuSchedule()` to `fit` (it runs direct compression "
+                "first), or build the model before training.")
+        return super().train_step(data)
+
+    # ------------------------------------------------------------------
+    # Evaluation of the quantized net
+    # ------------------------------------------------------------------
+
+    @property
+    def quantized_evaluation(self):
+        """Whether `evaluate`/`predict` use the quantized kernels Δ(Θ)."""
+        return self._quantized_evaluation
+
+    @quantized_evaluation.setter
+    def quantized_evaluation(self, value):
+        value = bool(value)
+        if value != self._quantized_evaluation:
+            self._quantized_evaluation = value
+            self.test_function = None
+            self.predict_function = None
+
+    @contextlib.contextmanager
+    def _evaluation_mode(self, quantized):
+        previous = self.quantized_evaluation
+        if quantized is not None:
+            self.quantized_evaluation = quantized
+        try:
+            if self.quantized_evaluation:
+                self._require_state()
+                if not self.compression_initialized:
+                    raise ValueError(
+                        f"LCModel '{self.name}' has not run a C step yet, so "
+                        "there is no quantized net to evaluate. Run "
+                        "`model.direct_compression()` or `fit` with a "
+                        "`MuSchedule`, or pass `quantized=False`.")
+            yield
+        finally:
+            self.quantized_evaluation = previous
+
+    def evaluate(self, *args, quantized=None, **kwargs):
+        """`keras.Model.evaluate`, on the quantized net by default.
+
+        Args:
+            *args: As `keras.Model.evaluate`.
+            quantized: `True` for Δ(Θ), `False` for the continuous weights,
+                `None` for `self.quantized_evaluation`.
+            **kwargs: As `keras.Model.evaluate`.
+
+        Returns:
+            As `keras.Model.evaluate`.
+        """
+        with self._evaluation_mode(quantized):
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, quantized=None, **kwargs):
+        """`keras.Model.predict`, on the quantized net by default.
+
+        Args:
+            *args: As `keras.Model.predict`.
+            quantized: As in `evaluate`.
+            **kwargs: As `keras.Model.predict`.
+
+        Returns:
+            As `keras.Model.predict`.
+        """
+        with self._evaluation_mode(quantized):
+            return super().predict(*args, **kwargs)
+
+    def _quantized_mapping(self):
+        refs = self._kernel_refs()
+        return [(ref.variable, tf.cast(t.value, ref.variable.dtype))
+                for ref, t in zip(refs, self._lc.targets)]
+
+    def test_step(self, data):
+        if not self._quantized_evaluation or self._lc.groups is None:
+            return super().test_step(data)
+        mapping = self._quantized_mapping()
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            logs = super().test_step(data)
+        for variable in self.metrics_variables:
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        return logs
+
+    def predict_step(self, data):
+        if not self._quantized_evaluation or self._lc.groups is None:
+            return super().predict_step(data)
+        with keras.StatelessScope(state_mapping=self._quantized_mapping()):
+            return super().predict_step(data)
+
+    # ------------------------------------------------------------------
+    # C step
+    # ------------------------------------------------------------------
+
+    def _project_fn(self, warm):
+        """A tf.function projecting every group; traced once per `warm`."""
+        if warm in self._project_fns:
+            return self._project_fns[warm]
+        groups = self._lc.groups
+
+        def project(mu):
+            outputs = []
+            i = 0
+            for g, group in enumerate(groups):
+                rows, finite = [], []
+                for ref in group.kernels:
+                    w = tf.cast(ref.variable.value, tf.float32)
+                    if self.penalty == "augmented" and warm:
+                        w = w - self._lc.lambdas[i].value / mu
+                    finite.append(tf.reduce_all(tf.math.is_finite(w)))
+                    rows.append(_to_rows(w, ref, group))
+                    i += 1
+                v = rows[0] if len(rows) == 1 else tf.concat(rows, axis=-1)
+                previous = self._lc.codebooks[g].value if warm else None
+                codebook, indices = group.quantization.project(v, previous)
+                codebook = tf.cast(codebook, tf.float32)
+                indices = tf.cast(indices, tf.int32)
+                per_kernel = []
+                offset = 0
+                for ref in group.kernels:
+                    n = ref.size // (ref.channels if group.per_channel else 1)
+                    idx_rows = indices[:, offset:offset + n]
+                    offset += n
+                    idx = _from_rows(idx_rows, ref, group)
+                    if group.per_channel:
+                        rows_of = _from_rows(
+                            tf.broadcast_to(
+                                tf.range(ref.channels)[:, None],
+                                tf.shape(idx_rows)), ref, group)
+                        target = tf.gather_nd(
+                            codebook, tf.stack([rows_of, idx], axis=-1))
+                    else:
+                        target = tf.gather(codebook[0], idx)
+                    per_kernel.append((idx, target))
+                outputs.append((tf.stack(finite), codebook, per_kernel))
+            return outputs
+
+        fn = tf.function(project, autograph=False)
+        self._project_fns[warm] = fn
+        return fn
+
+    def _run_c_step(self, warm, update_multipliers):
+        self._require_state()
+        mu = self._lc.mu.value if warm else tf.constant(1.0)
+        outputs = self._project_fn(warm)(mu)
+        i = 0
+        for g, (finite, codebook, per_kernel) in enumerate(outputs):
+            group = self._lc.groups[g]
+            finite = finite.numpy()
+            for ref, ok in zip(group.kernels, finite):
+                if not ok:
+                    raise ValueError(
+                        f"The C step of layer '{ref.layer.name}' received "
+                        f"NaN or inf weights in '{ref.path}' (the L step "
+                        "diverged: lower the learning rate or mu). The "
+                        "codebooks were left unchanged.")
+        distortions = {}
+        for g, (_, codebook, per_kernel) in enumerate(outputs):
+            group = self._lc.groups[g]
+            self._lc.codebooks[g].assign(codebook)
+            for ref, (idx, target) in zip(group.kernels, per_kernel):
+                self._lc.indices[i].assign(idx)
+                self._lc.targets[i].assign(target)
+                w = tf.cast(ref.variable.value, tf.float32)
+                if update_multipliers and self.penalty == "augmented":
+                    lam = self._lc.lambdas[i]
+                    lam.assign(lam.value - self._lc.mu.value * (w - target))
+                elif not warm:
+                    self._lc.lambdas[i].assign(tf.zeros_like(w))
+                distortions[ref.path] = float(
+                    tf.reduce_sum(tf.square(w - target)).numpy())
+                i += 1
+        self._lc.steps.assign_add(1)
+        return distortions
+
+    def direct_compression(self):
+        """Direct compression (DC): Θ ← Π(w), λ ← 0.
+
+        Projects the current (reference) weights onto the codebooks, with a
+        fresh initialisation (k-means++ for adaptive codebooks). This is the
+        first C step of LC and the DC baseline.
+
+        Returns:
+            A dict `{kernel path: ‖w − Δ(Θ)‖²}`.
+        """
+        distortions = self._run_c_step(warm=False, update_multipliers=False)
+        logging.info("LC direct compression: distortion %s", distortions)
+        return distortions
+
+    def c_step(self, update_multipliers=True):
+        """One C step: Θ ← Π(w − λ/μ), then λ ← λ − μ·(w − Δ(Θ)).
+
+        Warm-starts adaptive codebooks from the current ones. In
+        `"quadratic"` penalty mode λ stays 0.
+
+        Args:
+            update_multipliers: Whether to update λ after the projection.
+
+        Returns:
+            A dict `{kernel path: ‖w − Δ(Θ)‖²}` after the step.
+        """
+        if not self.compression_initialized:
+            return self.direct_compression()
+        return self._run_c_step(warm=True,
+                                update_multipliers=update_multipliers)
+
+    def distortions(self):
+        """Current ‖w − Δ(Θ)‖² per compressed kernel (a dict of floats)."""
+        self._require_state()
+        refs = self._kernel_refs()
+        return {
+            ref.path: float(tf.reduce_sum(tf.square(
+                tf.cast(ref.variable.value, tf.float32) - t.value)).numpy())
+            for ref, t in zip(refs, self._lc.targets)
+        }
+
+    # ------------------------------------------------------------------
+    # Results
+    # ------------------------------------------------------------------
+
+    def compressed_variables(self):
+        """The compressed kernel variables, `{path: keras.Variable}`."""
+        self._require_state()
+        return {ref.path: ref.variable for ref in self._kernel_refs()}
+
+    def compression_state(self):
+        """Codebook, indices and layout of every compressed kernel.
+
+        Returns:
+            A dict `{kernel path: QuantizedKernel}`, in layer order.
+
+        Raises:
+            ValueError: if no C step has run yet.
+        """
+        if not self.compression_initialized:
+            raise ValueError(
+                f"LCModel '{self.name}' has not run a C step yet: there are no "
+                "codebooks. Run `model.direct_compression()` or `fit` with a "
+                "`MuSchedule` first.")
+        state = {}
+        i = 0
+        for g, group in enumerate(self._lc.groups):
+            codebook = self._lc.codebooks[g].numpy()
+            for ref in group.kernels:
+                state[ref.path] = QuantizedKernel(
+                    name=ref.path,
+                    layer_name=ref.layer.name,
+                    attribute=ref.attribute,
+                    kind=group.quantization.kind,
+                    codebook=codebook,
+                    indices=self._lc.indices[i].numpy(),
+                    channel_axes=ref.channel_axes if group.per_channel else (),
+                    group=group.name,
+                )
+                i += 1
+        return state
+
+    def _plain_model(self):
+        if self.net is not None:
+            return self.net
+        config = self.get_build_config() or {}
+        if "input_shape" not in config:
+            raise ValueError(
+                f"Cannot trace subclassed LCModel '{self.name}' into a plain "
+                "model: it was not built from an input shape.")
+        inputs = keras.tree.map_shape_structure(
+            lambda s: keras.Input(batch_shape=s), config["input_shape"])
+        return keras.Model(inputs, self.call(inputs), name=self.name)
+
+    def quantized_model(self):
+        """A plain Keras model whose compressed kernels are Δ(Θ) exactly.
+
+        The result is a copy with no LC classes: each compressed kernel holds
+        the values of its codebook (at most K distinct values per codebook),
+        every other weight (biases, normalisation) is copied as it is.
+
+        Returns:
+            A `keras.Model` of the same architecture.
+        """
+        state = self.compression_state()
+        source = self._plain_model()
+        clone = keras.models.clone_model(source)
+        source_weights = source.weights
+        clone_weights = clone.weights
+        if len(source_weights) != len(clone_weights):
+            raise ValueError(
+                f"Cloning '{source.name}' gave {len(clone_weights)} weights "
+                f"instead of {len(source_weights)}.")
+        position = {id(v): j for j, v in enumerate(source_weights)}
+        for v, c in zip(source_weights, clone_weights):
+            c.assign(v.value)
+        for ref in self._kernel_refs():
+            j = position[id(ref.variable)]
+            clone_weights[j].assign(
+                state[ref.path].values().astype(ref.variable.dtype))
+        return clone
+
+    # ------------------------------------------------------------------
+    # Serialization
+    # ------------------------------------------------------------------
+
+    def get_config(self):
+        if self.net is None:
+            return super().get_config()
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "model": keras.saving.serialize_keras_object(self.net),
+            "compression": spec_lib.serialize_spec(self.compression),
+            "penalty": self.penalty,
+            "quantized_evaluation": self._quantized_evaluation,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("model"), dict):
+            config["model"] = keras.saving.deserialize_keras_object(
+                config["model"])
+        if isinstance(config.get("compression"), dict) and \
+                "kind" in config["compression"]:
+            config["compression"] = spec_lib.deserialize_spec(
+                config["compression"])
+        return cls(**config)

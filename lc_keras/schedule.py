@@ -1,0 +1,236 @@
+"""`MuSchedule`: the callback that drives the LC iterations.
+
+Each LC step k is an L step of `epochs_per_step` epochs at μ_k = mu0·growth^k
+(the first one may be longer), followed by a C step and the multiplier update.
+μ and the learning rate are functions of the epoch number only, so a run
+resumed at any epoch continues exactly.
+"""
+
+import math
+
+import keras
+from absl import logging
+
+
+def _check_number(name, value, low, inclusive, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"MuSchedule requires {name} to be a number. Received: "
+            f"{name}={value!r} of type {type(value).__name__}")
+    if not math.isfinite(value) or (value < low if inclusive else value <= low):
+        raise ValueError(
+            f"MuSchedule requires {name} {what}. Received: {name}={value}")
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"MuSchedule requires {name} to be an int. Received: "
+            f"{name}={value!r} of type {type(value).__name__}")
+    if value < low:
+        raise ValueError(
+            f"MuSchedule requires {name} >= {low}. Received: {name}={value}")
+
+
+class MuSchedule(keras.callbacks.Callback):
+    """Runs LC: direct compression, C steps, multiplier updates, μ growth.
+
+    At the start of `fit`, if the `LCModel` has not run a C step yet, runs
+    direct compression (Θ ← Π(w), λ ← 0). Then, for LC step k = 0, 1, ...:
+    the L step trains `epochs_per_step` epochs (`first_step_epochs` for k=0)
+    with μ = mu0·growth^k (and, if `lr_decay` is set, learning rate
+    lr0·lr_decay^k); at its end the C step Θ ← Π(w − λ/μ) and the update
+    λ ← λ − μ·(w − Δ(Θ)) run — before validation, so the validation metrics
+    of that epoch are those of the new quantized net.
+
+    `fit` must be given `epochs=schedule.total_epochs`; any other number is an
+    error unless `strict=False`, in which case LC steps go on past `steps`
+    with μ still growing (or stop early), and a final C step runs at the end
+    of training if the last epoch did not end an L step. The same final C
+    step runs when training stops early (e.g. `EarlyStopping`,
+    `TerminateOnNaN`).
+
+    Logs (History, TensorBoard, progress bar): `lc_step`, `lc_mu`, and the
+    distortion ‖w − Δ(Θ)‖² of each kernel as `lc_distortion/<kernel path>`.
+
+    Args:
+        mu0: μ of the first L step (> 0). The penalty is a SUM over weights;
+            see README for how to pick it.
+        growth: Factor of μ per LC step (>= 1).
+        steps: Number of LC steps (>= 1).
+        epochs_per_step: Epochs of each L step (>= 1).
+        first_step_epochs: Epochs of the first L step (default
+            `epochs_per_step`).
+        lr_decay: If set, the optimizer's learning rate is lr0·lr_decay^k
+            during LC step k (lr0: its value when LC started; kept in the
+            model so resuming is exact). In (0, 1].
+        strict: Whether `fit` must run exactly `total_epochs` epochs.
+
+    Example:
+
+    >>> schedule = MuSchedule(mu0=1e-4, growth=1.4, steps=30,
+    ...                       epochs_per_step=2)
+    >>> schedule.total_epochs
+    60
+    >>> round(schedule.mu_at_epoch(59), 4)
+    1.7079
+    """
+
+    def __init__(self, mu0=1e-4, growth=1.4, steps=30, epochs_per_step=2, *,
+                 first_step_epochs=None, lr_decay=0.98, strict=True):
+        super().__init__()
+        _check_number("mu0", mu0, 0, False, "> 0")
+        _check_number("growth", growth, 1, True, ">= 1")
+        _check_int("steps", steps, 1)
+        _check_int("epochs_per_step", epochs_per_step, 1)
+        if first_step_epochs is None:
+            first_step_epochs = epochs_per_step
+        _check_int("first_step_epochs", first_step_epochs, 1)
+        if lr_decay is not None:
+            _check_number("lr_decay", lr_decay, 0, False, "in (0, 1]")
+            if lr_decay > 1:
+                raise ValueError(
+                    "MuSchedule requires lr_decay in (0, 1]. Received: "
+                    f"lr_decay={lr_decay}")
+        self.mu0 = float(mu0)
+        self.growth = float(growth)
+        self.steps = steps
+        self.epochs_per_step = epochs_per_step
+        self.first_step_epochs = first_step_epochs
+        self.lr_decay = lr_decay
+        self.strict = strict
+        self._epoch = None
+        self._pending = False
+        self._in_fit = False
+        self._distortions = {}
+
+    # Schedule arithmetic -------------------------------------------------
+
+    @property
+    def total_epochs(self):
+        """Epochs of the whole schedule: pass this to `fit(epochs=...)`."""
+        return self.first_step_epochs + (self.steps - 1) * self.epochs_per_step
+
+    def step_of_epoch(self, epoch):
+        """The (0-based) LC step that epoch `epoch` belongs to."""
+        if epoch < self.first_step_epochs:
+            return 0
+        return 1 + (epoch - self.first_step_epochs) // self.epochs_per_step
+
+    def mu_at_epoch(self, epoch):
+        """μ during epoch `epoch`."""
+        return self.mu0 * self.growth ** self.step_of_epoch(epoch)
+
+    def ends_step(self, epoch):
+        """Whether epoch `epoch` is the last epoch of its L step."""
+        return self.step_of_epoch(epoch + 1) != self.step_of_epoch(epoch)
+
+    # Callback hooks ------------------------------------------------------
+
+    def _lc_model(self):
+        from lc_keras.model import LCModel  # circular at import time
+
+        if not isinstance(self.model, LCModel):
+            raise TypeError(
+                "MuSchedule drives an `lc_keras.LCModel`; it was passed to "
+                f"`fit` of a {type(self.model).__name__}. Wrap the model: "
+                "`lc_keras.LCModel(model, compression=...)`.")
+        return self.model
+
+    def on_train_begin(self, logs=None):
+        model = self._lc_model()
+        epochs = (self.params or {}).get("epochs")
+        if self.strict and epochs is not None and epochs != self.total_epochs:
+            raise ValueError(
+                f"MuSchedule runs {self.total_epochs} epochs ({self.steps} LC "
+                f"steps: {self.first_step_epochs} + {self.steps - 1}×"
+                f"{self.epochs_per_step}), but fit was given epochs={epochs}. "
+                "Pass `epochs=schedule.total_epochs`, or build the schedule "
+                "with `strict=False` to stop early or continue past the last "
+                "step with μ still growing.")
+        model._require_state()
+        state = model._lc
+        if self.lr_decay is not None:
+            lr = model.optimizer.learning_rate
+            if not isinstance(lr, keras.Variable):
+                raise ValueError(
+                    "MuSchedule(lr_decay=...) sets the optimizer's learning "
+                    "rate, which must then be a float, not a schedule. "
+                    f"Received: learning_rate={lr!r}. Pass lr_decay=None.")
+            if float(state.base_lr.numpy()) == 0.0:
+                state.base_lr.assign(float(lr.numpy()))
+        if not model.compression_initialized:
+            self._distortions = model.direct_compression()
+        else:
+            self._distortions = model.distortions()
+        self._in_fit = True
+        self._pending = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        model = self.model
+        self._epoch = epoch
+        self._pending = True
+        step = self.step_of_epoch(epoch)
+        model.mu = self.mu_at_epoch(epoch)
+        if self.lr_decay is not None:
+            base = float(model._lc.base_lr.numpy())
+            model.optimizer.learning_rate.assign(base * self.lr_decay ** step)
+        if epoch == 0 or self.ends_step(epoch - 1):
+            logging.info("LC step %d: mu=%.4g", step, model.mu)
+
+    def _c_step_if_due(self, force=False):
+        if not self._pending or self._epoch is None:
+            return
+        if not (force or self.ends_step(self._epoch)):
+            return
+        self._pending = False
+        model = self.model
+        try:
+            self._distortions = model.c_step()
+        except ValueError as e:
+            if not model.stop_training:
+                raise
+            # TerminateOnNaN & co.: stop cleanly, keep the last codebooks.
+            logging.warning("LC C step skipped as training stops: %s", e)
+            return
+        logging.info(
+            "LC step %d done (epoch %d): mu=%.4g, distortion %s",
+            self.step_of_epoch(self._epoch), self._epoch + 1, model.mu,
+            {k: round(v, 6) for k, v in self._distortions.items()})
+
+    def on_test_begin(self, logs=None):
+        # Validation inside fit: run the C step first so that the validation
+        # metrics describe the new quantized net.
+        if self._in_fit:
+            self._c_step_if_due()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._c_step_if_due()
+        if not self.ends_step(epoch):
+            self._distortions = self.model.distortions()
+        if logs is not None:
+            logs["lc_step"] = self.step_of_epoch(epoch)
+            logs["lc_mu"] = self.mu_at_epoch(epoch)
+            for path, value in self._distortions.items():
+                logs[f"lc_distortion/{path}"] = value
+        self._pending = False
+
+    def on_train_end(self, logs=None):
+        # A run cut short (early stopping, TerminateOnNaN, fewer epochs):
+        # finish with a C step so that Δ(Θ) follows the last L step.
+        if self._epoch is not None and not self.ends_step(self._epoch):
+            model = self.model
+            if self.model.stop_training or not self.strict:
+                try:
+                    self._distortions = model.c_step()
+                except ValueError as e:  # NaN weights: keep the last Θ.
+                    logging.warning("LC final C step skipped: %s", e)
+        self._in_fit = False
+
+    def get_config(self):
+        return {
+            "mu0": self.mu0, "growth": self.growth, "steps": self.steps,
+            "epochs_per_step": self.epochs_per_step,
+            "first_step_epochs": self.first_step_epochs,
+            "lr_decay": self.lr_decay, "strict": self.strict,
+        }

@@ -1,0 +1,472 @@
+"""Which kernels are compressed, and how: resolving a compression spec.
+
+A spec is either one `Quantization` object (applied to every compressible
+kernel) or a dict mapping keys to a `Quantization` or `None` (leave float).
+Keys are layer names, layer paths, `"layer/attribute"` kernel names, glob
+patterns over those (`"conv*"`), or layer classes (`keras.layers.Dense`).
+
+When several entries match a kernel, the most specific one wins: an exact
+name beats a glob pattern, which beats a class. Two entries of the same
+specificity matching one kernel is an error, and so is an entry that matches
+no compressible kernel.
+"""
+
+import dataclasses
+import fnmatch
+
+import keras
+
+from lc_keras.codebooks import AdaptiveQuantization
+from lc_keras.codebooks import Quantization
+
+
+def _compressible_types():
+    """(layer class, kernel attributes, channel-axes function) triples."""
+    L = keras.layers
+
+    def last(ndim):
+        return (ndim - 1,)
+
+    def transposed(ndim):
+        return (ndim - 2,)
+
+    def depthwise(ndim):
+        return (ndim - 2, ndim - 1)
+
+    return (
+        (L.Dense, ("kernel",), last),
+        (L.EinsumDense, ("kernel",), None),
+        (L.Conv1DTranspose, ("kernel",), transposed),
+        (L.Conv2DTranspose, ("kernel",), transposed),
+        (L.Conv3DTranspose, ("kernel",), transposed),
+        (L.Conv1D, ("kernel",), last),
+        (L.Conv2D, ("kernel",), last),
+        (L.Conv3D, ("kernel",), last),
+        (L.DepthwiseConv1D, ("kernel",), depthwise),
+        (L.DepthwiseConv2D, ("kernel",), depthwise),
+        (
+            L.SeparableConv1D,
+            ("depthwise_kernel", "pointwise_kernel"),
+            {"depthwise_kernel": depthwise, "pointwise_kernel": last},
+        ),
+        (
+            L.SeparableConv2D,
+            ("depthwise_kernel", "pointwise_kernel"),
+            {"depthwise_kernel": depthwise, "pointwise_kernel": last},
+        ),
+        (L.Embedding, ("embeddings",), None),
+    )
+
+
+@dataclasses.dataclass
+class KernelRef:
+    """One compressible kernel of a model.
+
+    Attributes:
+        layer: The Keras layer that owns the kernel.
+        layer_path: The layer's path from the root model, layer names joined
+            by `/` (e.g. `"encoder/dense_1"` for a layer of a nested model).
+        attribute: The layer attribute that holds it (e.g. `"kernel"`).
+        variable: The `keras.Variable` itself.
+        channel_axes: Output-channel axes of the kernel, or `None` when the
+            layer has no output channels (Embedding, EinsumDense).
+    """
+
+    layer: keras.layers.Layer
+    layer_path: str
+    attribute: str
+    variable: keras.Variable
+    channel_axes: tuple = None
+
+    @property
+    def path(self):
+        """`"<layer_path>/<attribute>"`: the key of every per-kernel result.
+
+        Unlike `variable.path`, it does not depend on the name of the root
+        model, so it is the same after saving and loading.
+        """
+        return f"{self.layer_path}/{self.attribute}"
+
+    @property
+    def size(self):
+        """Number of weights."""
+        n = 1
+        for d in self.variable.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def channels(self):
+        """Number of output channels (1 when the layer has none)."""
+        n = 1
+        for axis in self.channel_axes or ():
+            n *= int(self.variable.shape[axis])
+        return n
+
+    def names(self):
+        """The strings a spec key is matched against."""
+        return (
+            self.layer.name,
+            self.layer_path,
+            self.layer.path,
+            f"{self.layer.name}/{self.attribute}",
+            self.path,
+            self.variable.path,
+        )
+
+
+@dataclasses.dataclass
+class CompressionGroup:
+    """Kernels that are projected together by one `Quantization`.
+
+    A group holds one kernel, or several when the quantization is `shared`.
+
+    Attributes:
+        name: Group name (the kernel path, or `"shared:<key>"`).
+        quantization: The `Quantization` (C step) of the group.
+        kernels: The `KernelRef`s of the group.
+    """
+
+    name: str
+    quantization: Quantization
+    kernels: list
+
+    @property
+    def per_channel(self):
+        """Whether the group keeps one codebook per output channel."""
+        return bool(self.quantization.per_channel)
+
+
+def _is_model_like(layer):
+    return isinstance(getattr(layer, "layers", None), list)
+
+
+def _iter_layers(model, with_prefix=False):
+    """Yields the layers of a model, nested models walked depth-first."""
+    seen = set()
+    stack = [(layer, "") for layer in reversed(model.layers)]
+    while stack:
+        layer, prefix = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield (layer, prefix + layer.name) if with_prefix else layer
+        if _is_model_like(layer):
+            stack.extend((sub, f"{prefix}{layer.name}/")
+                         for sub in reversed(layer.layers))
+
+
+def compressible_kernels(model):
+    """Lists the compressible kernels of a built model, in layer order.
+
+    Compressible are the kernels of Dense, EinsumDense, Conv1D/2D/3D,
+    Conv*Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D (depthwise and
+    pointwise) and the matrices of Embedding layers. Nested models are walked.
+
+    Args:
+        model: A built `keras.Model`.
+
+    Returns:
+        A list of `KernelRef`.
+
+    Example:
+
+    >>> import keras
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> [k.attribute for k in compressible_kernels(net)]
+    ['kernel']
+    """
+    refs = []
+    seen = set()
+    for layer, layer_path in _iter_layers(model, with_prefix=True):
+        for cls, attributes, axes in _compressible_types():
+            if not isinstance(layer, cls):
+                continue
+            for attribute in attributes:
+                variable = getattr(layer, attribute, None)
+                if variable is None:
+                    continue
+                if not isinstance(variable, keras.Variable):
+                    raise ValueError(
+                        f"Layer '{layer.name}' has a `{attribute}` that is not "
+                        "a plain variable (LoRA or Keras quantization is "
+                        "enabled on it), which LC cannot compress. Received: "
+                        f"{type(variable).__name__}"
+                    )
+                if id(variable) in seen:
+                    continue
+                seen.add(id(variable))
+                fn = axes.get(attribute) if isinstance(axes, dict) else axes
+                channel_axes = (
+                    fn(len(variable.shape)) if fn is not None else None
+                )
+                refs.append(KernelRef(layer, layer_path, attribute, variable,
+                                      channel_axes))
+            break
+    return refs
+
+
+def _key_kind(key):
+    """Specificity rank: 0 exact name, 1 glob, 2 class."""
+    if isinstance(key, type):
+        return 2
+    if any(c in key for c in "*?["):
+        return 1
+    return 0
+
+
+def _key_str(key):
+    return key.__name__ if isinstance(key, type) else repr(key)
+
+
+def _matches(key, ref):
+    if isinstance(key, type):
+        return isinstance(ref.layer, key)
+    if _key_kind(key) == 1:
+        return any(fnmatch.fnmatchcase(n, key) for n in ref.names())
+    return key in ref.names()
+
+
+def _validate_value(key, value):
+    if value is not None and not isinstance(value, Quantization):
+        raise TypeError(
+            f"Compression spec entry {_key_str(key)} must be an "
+            "`lc_keras.Quantization` (e.g. `lc_keras.AdaptiveQuantization(2)`) "
+            f"or None. Received: {value!r} of type {type(value).__name__}"
+        )
+
+
+def _check_key(key, model, layers):
+    if isinstance(key, str):
+        return
+    if isinstance(key, type) and issubclass(key, keras.layers.Layer):
+        return
+    raise TypeError(
+        "Compression spec keys must be layer names, glob patterns or layer "
+        f"classes. Received: {key!r} of type {type(key).__name__}"
+    )
+
+
+def resolve_spec(model, compression):
+    """Resolves a compression spec against a built model.
+
+    Args:
+        model: A built `keras.Model`.
+        compression: A `Quantization` for every compressible kernel, or a
+            dict `{key: Quantization or None}` (see the module docstring).
+            `None` means the default `AdaptiveQuantization(k=2)` for every
+            compressible kernel.
+
+    Returns:
+        A list of `CompressionGroup`, in layer order.
+
+    Raises:
+        TypeError: for a spec value that is not a `Quantization` or `None`,
+            or a key that is neither a string nor a layer class.
+        ValueError: for a key matching no compressible kernel, two keys of
+            equal specificity matching one kernel, a model with nothing to
+            compress, per-channel on a layer without channels, a shared
+            codebook over kernels of different dtypes, or a codebook larger
+            than the number of weights it quantizes.
+
+    Example:
+
+    >>> import keras, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...                         keras.layers.Dense(2)])
+    >>> groups = resolve_spec(net, {"dense*": lc.AdaptiveQuantization(2)})
+    >>> len(groups)
+    2
+    """
+    if compression is None:
+        compression = AdaptiveQuantization(2)
+    refs = compressible_kernels(model)
+    if not refs:
+        raise ValueError(
+            "LCModel requires a model with at least one compressible kernel "
+            "(Dense, Conv*, DepthwiseConv*, SeparableConv*, Embedding). "
+            f"Received: model '{model.name}' with layers "
+            f"{[layer.name for layer in _iter_layers(model)]}"
+        )
+    if isinstance(compression, Quantization):
+        entries = [("*", compression)]
+    elif isinstance(compression, dict):
+        if not compression:
+            raise ValueError(
+                "The compression spec dict is empty: it must map at least one "
+                "layer name, pattern or class to a Quantization."
+            )
+        entries = list(compression.items())
+    else:
+        raise TypeError(
+            "`compression` must be a `lc_keras.Quantization` or a dict "
+            f"mapping layer names/patterns/classes to one. Received: "
+            f"{compression!r} of type {type(compression).__name__}"
+        )
+    all_layers = list(_iter_layers(model))
+    for key, value in entries:
+        _check_key(key, model, all_layers)
+        _validate_value(key, value)
+
+    chosen = {}
+    for key, value in entries:
+        hits = [r for r in refs if _matches(key, r)]
+        if not hits:
+            named = [
+                layer for layer in all_layers
+                if isinstance(key, str)
+                and any(fnmatch.fnmatchcase(n, key)
+                        for n in (layer.name, layer.path))
+            ]
+            if named:
+                raise ValueError(
+                    f"Compression spec key {_key_str(key)} matches layer(s) "
+                    f"{[f'{l.name} ({type(l).__name__})' for l in named]} "
+                    "that have no compressible kernel. Compressible layers: "
+                    f"{sorted({r.layer.name for r in refs})}"
+                )
+            raise ValueError(
+                f"Compression spec key {_key_str(key)} matches no layer of "
+                f"model '{model.name}'. Compressible layers: "
+                f"{sorted({r.layer.name for r in refs})}"
+            )
+        for ref in hits:
+            rank = _key_kind(key)
+            previous = chosen.get(ref.path)
+            if previous is None or rank < previous[0]:
+                chosen[ref.path] = (rank, key, value)
+            elif rank == previous[0]:
+                raise ValueError(
+                    f"Kernel '{ref.path}' is matched by two compression spec "
+                    f"entries of equal specificity: {_key_str(previous[1])} "
+                    f"and {_key_str(key)}. Use an exact layer name to "
+                    "disambiguate."
+                )
+
+    groups = []
+    shared = {}
+    for ref in refs:
+        if ref.path not in chosen:
+            continue
+        _, key, quantization = chosen[ref.path]
+        if quantization is None:
+            continue
+        if quantization.per_channel and ref.channel_axes is None:
+            raise ValueError(
+                f"Per-channel quantization needs output channels, but layer "
+                f"'{ref.layer.name}' ({type(ref.layer).__name__}) has none. "
+                f"Received: {quantization!r} for kernel '{ref.path}'"
+            )
+        if quantization.shared:
+            if quantization.per_channel:
+                raise ValueError(
+                    "A codebook cannot be both shared and per-channel. "
+                    f"Received: {quantization!r}"
+                )
+            gid = (id(quantization), _key_str(key))
+            if gid not in shared:
+                shared[gid] = CompressionGroup(
+                    f"shared:{key if isinstance(key, str) else key.__name__}",
+                    quantization, [])
+                groups.append(shared[gid])
+            shared[gid].kernels.append(ref)
+        else:
+            groups.append(CompressionGroup(ref.path, quantization, [ref]))
+
+    if not groups:
+        raise ValueError(
+            "The compression spec leaves every kernel float: nothing to "
+            f"compress. Received: {compression!r}"
+        )
+    for group in groups:
+        dtypes = {r.variable.dtype for r in group.kernels}
+        if len(dtypes) > 1:
+            raise ValueError(
+                f"A shared codebook needs kernels of one dtype. Group "
+                f"'{group.name}' has {sorted(dtypes)} over "
+                f"{[r.path for r in group.kernels]}"
+            )
+        if isinstance(group.quantization, AdaptiveQuantization):
+            k = group.quantization.num_entries
+            if group.per_channel:
+                rows = min(r.size // r.channels for r in group.kernels)
+            else:
+                rows = sum(r.size for r in group.kernels)
+            if k > rows:
+                raise ValueError(
+                    f"AdaptiveQuantization(k={k}) on '{group.name}' needs k "
+                    f"<= the number of weights per codebook ({rows}). "
+                    f"Received: k={k}"
+                )
+    return groups
+
+
+def serialize_spec(compression):
+    """Turns a compression spec into JSON-compatible data.
+
+    Args:
+        compression: A spec as accepted by `resolve_spec`.
+
+    Returns:
+        A dict that `deserialize_spec` turns back into an equal spec.
+
+    Example:
+
+    >>> import lc_keras as lc
+    >>> data = serialize_spec({"dense": lc.BinaryQuantization()})
+    >>> deserialize_spec(data)
+    {'dense': BinaryQuantization(per_channel=False, shared=False)}
+    """
+    if compression is None or isinstance(compression, Quantization):
+        return {
+            "kind": "single",
+            "value": keras.saving.serialize_keras_object(compression),
+        }
+    entries = []
+    for key, value in compression.items():
+        if isinstance(key, type):
+            key_data = {"class": keras.saving.get_registered_name(key)}
+        else:
+            key_data = {"name": key}
+        entries.append(
+            [key_data, keras.saving.serialize_keras_object(value)])
+    return {"kind": "dict", "entries": entries}
+
+
+def _resolve_class(name):
+    cls = keras.saving.get_registered_object(name)
+    if cls is None:
+        cls = getattr(keras.layers, name, None)
+    if cls is None:
+        raise ValueError(
+            f"Cannot resolve layer class {name!r} of a saved compression "
+            "spec: register it with `keras.saving.register_keras_serializable`."
+        )
+    return cls
+
+
+def deserialize_spec(data):
+    """Inverse of `serialize_spec`.
+
+    Args:
+        data: The output of `serialize_spec`.
+
+    Returns:
+        The compression spec.
+
+    Example:
+
+    >>> import lc_keras as lc
+    >>> deserialize_spec(serialize_spec(lc.TernaryQuantization()))
+    TernaryQuantization(per_channel=False, shared=False)
+    """
+    if data["kind"] == "single":
+        return keras.saving.deserialize_keras_object(data["value"])
+    spec = {}
+    for key_data, value in data["entries"]:
+        if "class" in key_data:
+            key = _resolve_class(key_data["class"])
+        else:
+            key = key_data["name"]
+        spec[key] = keras.saving.deserialize_keras_object(value)
+    return spec

@@ -1,0 +1,144 @@
+import keras
+import pytest
+
+import lc_keras as lc
+from lc_keras import spec as spec_lib
+
+
+def net():
+    return keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.Conv2D(4, 3, name="conv_a"),
+        keras.layers.Conv2D(4, 3, name="conv_b"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(5, name="dense_1"),
+        keras.layers.Dense(2, name="dense_2"),
+    ], name="net")
+
+
+def by_layer(groups):
+    return {r.layer.name: g.quantization for g in groups for r in g.kernels}
+
+
+def test_single_codebook_applies_to_every_kernel():
+    q = lc.AdaptiveQuantization(2)
+    groups = spec_lib.resolve_spec(net(), q)
+    assert by_layer(groups) == {n: q for n in
+                                ["conv_a", "conv_b", "dense_1", "dense_2"]}
+    assert all(len(g.kernels) == 1 for g in groups)
+
+
+def test_names_globs_classes_and_none():
+    a, b, c = (lc.AdaptiveQuantization(2), lc.BinaryQuantization(),
+               lc.TernaryQuantization())
+    groups = spec_lib.resolve_spec(net(), {
+        keras.layers.Dense: a, "conv*": b, "conv_b": c, "dense_2": None})
+    assert by_layer(groups) == {"conv_a": b, "conv_b": c, "dense_1": a}
+
+
+def test_kernel_path_and_attribute_keys_match():
+    model = net()
+    q = lc.AdaptiveQuantization(2)
+    groups = spec_lib.resolve_spec(model, {"dense_1/kernel": q})
+    assert by_layer(groups) == {"dense_1": q}
+    path = model.get_layer("dense_2").kernel.path
+    groups = spec_lib.resolve_spec(model, {path: q})
+    assert by_layer(groups) == {"dense_2": q}
+
+
+def test_shared_entry_makes_one_group():
+    groups = spec_lib.resolve_spec(net(), {
+        "conv*": lc.AdaptiveQuantization(2, shared=True)})
+    assert len(groups) == 1 and len(groups[0].kernels) == 2
+    assert groups[0].name == "shared:conv*"
+
+
+def test_channel_axes_per_layer_type():
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, name="c"),
+        keras.layers.Conv2DTranspose(5, 3, name="t"),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="d"),
+        keras.layers.SeparableConv2D(3, 3, name="s"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2, name="f"),
+    ])
+    refs = {(r.layer.name, r.attribute): r
+            for r in spec_lib.compressible_kernels(model)}
+    assert refs["c", "kernel"].channel_axes == (3,)
+    assert refs["t", "kernel"].channel_axes == (2,)
+    assert refs["t", "kernel"].channels == 5
+    assert refs["d", "kernel"].channel_axes == (2, 3)
+    assert refs["d", "kernel"].channels == 10
+    assert refs["s", "depthwise_kernel"].channel_axes == (2, 3)
+    assert refs["s", "pointwise_kernel"].channel_axes == (3,)
+    assert refs["f", "kernel"].channel_axes == (1,)
+
+
+@pytest.mark.parametrize("compression, error, match", [
+    ({"nothing_here": lc.AdaptiveQuantization(2)}, ValueError,
+     "matches no layer"),
+    ({"flat": lc.AdaptiveQuantization(2)}, ValueError,
+     "no compressible kernel"),
+    ({"dense_1": "binary"}, TypeError, "must be an"),
+    ({3: lc.AdaptiveQuantization(2)}, TypeError, "keys must be"),
+    ("binary", TypeError, "must be a"),
+    ({}, ValueError, "empty"),
+    ({"*": None}, ValueError, "nothing to compress"),
+    ({"dense_*": lc.BinaryQuantization(), "*_1": lc.TernaryQuantization()},
+     ValueError, "equal specificity"),
+    ({"dense_2": lc.AdaptiveQuantization(11)}, ValueError, "k <= "),
+    ({"dense_2": lc.AdaptiveQuantization(6, per_channel=True)}, ValueError,
+     "k <= "),
+    ({"dense_*": lc.AdaptiveQuantization(2, shared=True, per_channel=True)},
+     ValueError, "both shared and per-channel"),
+])
+def test_bad_specs(compression, error, match):
+    with pytest.raises(error, match=match):
+        spec_lib.resolve_spec(net(), compression)
+
+
+def test_model_without_compressible_kernel():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.ReLU()])
+    with pytest.raises(ValueError, match="at least one compressible"):
+        spec_lib.resolve_spec(model, lc.AdaptiveQuantization(2))
+
+
+def test_per_channel_on_embedding_is_an_error():
+    model = keras.Sequential([keras.Input((3,), dtype="int32"),
+                              keras.layers.Embedding(10, 4, name="emb")])
+    with pytest.raises(ValueError, match="has none"):
+        spec_lib.resolve_spec(model, lc.AdaptiveQuantization(
+            2, per_channel=True))
+
+
+def test_shared_codebook_over_different_dtypes_is_an_error():
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(4, name="a", dtype="float32"),
+        keras.layers.Dense(4, name="b", dtype="float64"),
+    ])
+    with pytest.raises(ValueError, match="one dtype"):
+        spec_lib.resolve_spec(model, lc.AdaptiveQuantization(2, shared=True))
+
+
+@pytest.mark.parametrize("compression", [
+    None,
+    lc.ScaledTernaryQuantization(),
+    {"dense_1": lc.AdaptiveQuantization(4), keras.layers.Conv2D:
+     lc.BinaryQuantization(per_channel=True), "dense_2": None},
+])
+def test_spec_serialization_round_trip(compression):
+    data = spec_lib.serialize_spec(compression)
+    back = spec_lib.deserialize_spec(data)
+    if isinstance(compression, dict):
+        assert list(back) == list(compression)
+        for key in compression:
+            value = compression[key]
+            assert (back[key] is None) == (value is None)
+            if value is not None:
+                assert back[key].get_config() == value.get_config()
+    elif compression is None:
+        assert back is None
+    else:
+        assert back.get_config() == compression.get_config()
