@@ -23,6 +23,13 @@ def _safe(path):
     return path.replace("/", "__").replace(":", "_")
 
 
+class _Untracked:
+    """A holder Keras does not look into (so its metrics stay private)."""
+
+    def __init__(self, penalty):
+        self.penalty = penalty
+
+
 class _LCState(keras.layers.Layer):
     """Holds the LC variables of an `LCModel` (μ, λ, codebooks, indices).
 
@@ -146,8 +153,9 @@ class LCModel(keras.Model):
         self.penalty = penalty
         self._quantized_evaluation = bool(quantized_evaluation)
         self._lc = _LCState(name="lc_state")
-        self._penalty_metric = keras.metrics.Mean(name="lc_penalty")
-        self._mu_metric = keras.metrics.Mean(name="lc_mu")
+        # Kept out of `self.metrics` (a plain list is not tracked by Keras)
+        # so that `evaluate` returns what it returns for the wrapped model.
+        self._trackers = _Untracked(keras.metrics.Mean(name="lc_penalty"))
         self._project_fns = {}
         self._distortion_fn = None
         if model is not None:
@@ -269,8 +277,7 @@ class LCModel(keras.Model):
         if not training or self._lc.groups is None:
             return loss
         penalty = self.lc_penalty()
-        self._penalty_metric.update_state(penalty)
-        self._mu_metric.update_state(self._lc.mu.value)
+        self._trackers.penalty.update_state(penalty)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         penalty = penalty / tf.cast(replicas, penalty.dtype)
         if loss is None:
@@ -311,7 +318,14 @@ class LCModel(keras.Model):
                 f"LCModel '{self.name}' has no compression state yet: pass "
                 "`lc_keras.MuSchedule()` to `fit` (it runs direct compression "
                 "first), or build the model before training.")
-        return super().train_step(data)
+        logs = super().train_step(data)
+        logs["lc_penalty"] = self._trackers.penalty.result()
+        logs["lc_mu"] = self._lc.mu.value
+        return logs
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        self._trackers.penalty.reset_state()
 
     # ------------------------------------------------------------------
     # Evaluation of the quantized net

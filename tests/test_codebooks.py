@@ -42,6 +42,13 @@ WARM = {"adaptive_lloyd", "pow2_scaled", "fixed_trainable",
         "fixed_all_trainable"}
 
 
+
+@pytest.fixture(autouse=True)
+def _seed_and_clear():
+    """Overrides the conftest fixture: no Keras model is built here, so the
+    (slow) `keras.backend.clear_session()` after every test is not needed."""
+    yield
+
 def make(name):
     return ALL[name]()
 

@@ -17,6 +17,13 @@ from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.kmeans import kmeans_plus_plus
 
 
+
+@pytest.fixture(autouse=True)
+def _seed_and_clear():
+    """Overrides the conftest fixture: no Keras model is built here, so the
+    (slow) `keras.backend.clear_session()` after every test is not needed."""
+    yield
+
 def sse(v, centers, indices):
     """Squared error per row, float64, numpy."""
     v = np.asarray(v, np.float64)

@@ -1,0 +1,1079 @@
+"""TFLite export that stores integer indices plus a codebook.
+
+Every compressed kernel is written as its codebook indices, `ceil(log2 K)`
+bits each, packed little-end-first into int32 words, next to its float32
+codebook. The graph decodes the words with builtin TFLite ops only
+(`RIGHT_SHIFT`, `FLOOR_MOD`, `GATHER`, `RESHAPE`, ...), so the file runs on the
+stock LiteRT interpreter and is small on disk as written, with no gzip.
+
+Two layouts:
+
+* `"packed"` decodes the kernels on every invoke. Smallest resident memory,
+  slowest.
+* `"cached"` decodes them once, on the first invoke, into float resource
+  variables (`VAR_HANDLE` / `ASSIGN_VARIABLE` / `READ_VARIABLE`, a `CALL_ONCE`
+  initializer and an `IF`); later invokes only read the cache. The file is
+  the same size (a few hundred bytes more).
+
+How the decoding survives conversion. The TFLite converter constant-folds
+any chain of ops whose inputs are all constants back into a float kernel
+(always for small kernels; for every size on the SavedModel conversion
+path). The decoding chain therefore takes one runtime scalar that is always
+zero: the batch size clipped at zero (`min(shape(x)[0], 0)`) in the packed
+layout, or the cache flag (0 when the decoding runs) in the cached layout.
+Adding it to the shift amounts costs nothing and makes every op downstream a
+runtime op, while the int32 words stay untouched constants in the file.
+
+The indices are stored in TFLite's own kernel layout (FullyConnected
+`[out, in]`, Conv2D `OHWI`, TransposeConv `[out, H, W, in]`; DepthwiseConv and
+Embedding keep the Keras layout), then transposed to the Keras layout in the
+TensorFlow graph; the converter cancels that transpose against its own, so no
+runtime `TRANSPOSE` remains.
+
+After conversion the file itself is checked (every op a builtin, every
+compressed kernel present as its exact packed int32 words and not also as a
+float kernel) and only then written, atomically.
+"""
+
+import dataclasses
+import math
+import os
+import re
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from lc_keras.quantized import QuantizedKernel
+from lc_keras.quantized import bits_for
+
+LAYOUTS = ("packed", "cached")
+
+# Largest supported codebook: 16-bit indices keep every mask in int32.
+MAX_CODEBOOK_SIZE = 1 << 16
+
+# ---------------------------------------------------------------------------
+# Packing (NumPy reference, also used to check the file)
+# ---------------------------------------------------------------------------
+
+
+def packed_words(count, bits):
+    """Number of int32 words that hold `count` indices of `bits` bits.
+
+    Args:
+        count: Number of indices.
+        bits: Bits per index.
+
+    Returns:
+        `ceil(count * bits / 32)`.
+
+    Example:
+
+    >>> packed_words(266200 // 2, 1), packed_words(10, 3)
+    (4160, 1)
+    """
+    return -(-int(count) * int(bits) // 32)
+
+
+def pack_indices(indices, bits):
+    """Packs integer indices into int32 words, `bits` bits each.
+
+    Index `i` occupies bits `[i*bits, (i+1)*bits)` of the little-endian bit
+    stream formed by the words (bit `j` of the stream is bit `j % 32` of word
+    `j // 32`); an index may straddle two words when `bits` does not divide
+    32. Unused high bits of the last word are zero.
+
+    Args:
+        indices: Integer array-like (flattened in C order), values in
+            `[0, 2**bits)`.
+        bits: Bits per index, 1 to 16.
+
+    Returns:
+        An int32 array of `ceil(indices.size * bits / 32)` words.
+
+    Raises:
+        ValueError: if `bits` is out of range or an index does not fit.
+
+    Example:
+
+    >>> pack_indices([1, 0, 1, 1], 1).tolist()
+    [13]
+    >>> unpack_indices(pack_indices([5, 2, 7, 0, 3], 3), 3, 5).tolist()
+    [5, 2, 7, 0, 3]
+    """
+    bits = int(bits)
+    if not 1 <= bits <= 16:
+        raise ValueError(
+            f"pack_indices supports 1 to 16 bits per index. Received: "
+            f"bits={bits}")
+    values = np.asarray(indices).reshape(-1).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() >= (1 << bits)):
+        raise ValueError(
+            f"pack_indices got indices in [{values.min()}, {values.max()}], "
+            f"which do not fit in bits={bits}.")
+    n_words = packed_words(values.size, bits)
+    if values.size == 0:
+        return np.zeros(0, np.int32)
+    start = np.arange(values.size, dtype=np.int64) * bits
+    word = start // 32
+    shifted = values << (start % 32)  # < 2**47: exact in float64 below
+    # Fields are disjoint, so summing them is OR-ing them.
+    low = np.bincount(word, weights=(shifted & 0xFFFFFFFF).astype(np.float64),
+                      minlength=n_words + 1)
+    high = np.bincount(word + 1, weights=(shifted >> 32).astype(np.float64),
+                       minlength=n_words + 2)
+    total = (low[:n_words + 1] + high[:n_words + 1]).astype(np.uint64)
+    if total[n_words]:
+        raise AssertionError("pack_indices overflowed its last word.")
+    return total[:n_words].astype(np.uint32).view(np.int32)
+
+
+def unpack_indices(words, bits, count):
+    """Inverse of `pack_indices`.
+
+    Args:
+        words: int32 array-like of packed words.
+        bits: Bits per index, 1 to 16.
+        count: Number of indices to read.
+
+    Returns:
+        An int32 array of `count` indices.
+
+    Example:
+
+    >>> unpack_indices([13], 1, 4).tolist()
+    [1, 0, 1, 1]
+    """
+    bits, count = int(bits), int(count)
+    words = np.asarray(words, dtype=np.int32).reshape(-1).view(np.uint32)
+    stream = np.concatenate([words, np.zeros(1, np.uint32)]).astype(np.uint64)
+    start = np.arange(count, dtype=np.int64) * bits
+    word = start // 32
+    both = stream[word] | (stream[np.minimum(word + 1, stream.size - 1)] << 32)
+    out = (both >> (start % 32).astype(np.uint64)) & ((1 << bits) - 1)
+    return out.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedKernel:
+    """How one compressed kernel is stored in an exported `.tflite` file.
+
+    Attributes:
+        name: Key of the kernel in the compression state.
+        layer_name: Name of the layer that owns it.
+        shape: Kernel shape in Keras layout.
+        tflite_shape: Shape of the stored indices (TFLite kernel layout).
+        k: Codebook entries per row.
+        groups: Codebook rows (1, or the number of output channels).
+        bits: Bits per stored index, `ceil(log2 k)`.
+        words: Number of int32 words of packed indices.
+        group: Codebook group; kernels of one group share one codebook.
+
+    Example:
+
+    >>> e = ExportedKernel("d/kernel", "d", (784, 300), (300, 784), 2, 1, 1,
+    ...                    7350, "d/kernel")
+    >>> e.index_bytes, e.codebook_bytes, e.size
+    (29400, 8, 235200)
+    """
+
+    name: str
+    layer_name: str
+    shape: tuple
+    tflite_shape: tuple
+    k: int
+    groups: int
+    bits: int
+    words: int
+    group: str
+
+    @property
+    def size(self):
+        """Number of weights."""
+        return int(np.prod(self.shape))
+
+    @property
+    def index_bytes(self):
+        """Bytes of packed indices: `ceil(size * bits / 32) * 4`."""
+        return self.words * 4
+
+    @property
+    def codebook_bytes(self):
+        """Bytes of the float32 codebook (once per group)."""
+        return self.groups * self.k * 4
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteExport:
+    """What `export_tflite` wrote.
+
+    Attributes:
+        path: The `.tflite` file.
+        layout: `"packed"` or `"cached"`.
+        size_bytes: File size.
+        kernels: One `ExportedKernel` per compressed kernel, in state order.
+
+    Example:
+
+    >>> TFLiteExport("m.tflite", "packed", 1000, ()).index_bytes
+    0
+    """
+
+    path: str
+    layout: str
+    size_bytes: int
+    kernels: tuple
+
+    @property
+    def index_bytes(self):
+        """Total bytes of packed indices."""
+        return sum(k.index_bytes for k in self.kernels)
+
+    @property
+    def codebook_bytes(self):
+        """Total bytes of codebooks, shared codebooks counted once."""
+        return sum({k.group: k.codebook_bytes for k in self.kernels}.values())
+
+
+# ---------------------------------------------------------------------------
+# Kernel layouts
+# ---------------------------------------------------------------------------
+
+
+def _tflite_permutation(layer, attribute, ndim):
+    """Permutation from the Keras kernel layout to TFLite's.
+
+    Only a performance choice: the graph transposes back, so any permutation
+    is correct, but the right one lets the converter cancel the transposes.
+    """
+    L = keras.layers
+    identity = tuple(range(ndim))
+    if layer is None:
+        return identity
+    transposed_conv = tuple(
+        getattr(L, n) for n in ("Conv1DTranspose", "Conv2DTranspose",
+                                "Conv3DTranspose") if hasattr(L, n))
+    if isinstance(layer, transposed_conv):
+        # Keras (*spatial, out, in) -> TransposeConv (out, *spatial, in).
+        return (ndim - 2,) + tuple(range(ndim - 2)) + (ndim - 1,)
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        if attribute == "pointwise_kernel":
+            return (ndim - 1,) + tuple(range(ndim - 1))
+        return identity
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D, L.Embedding,
+                          L.Conv3D)):
+        return identity
+    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D)):
+        # Dense (in, out) -> (out, in); Conv (*spatial, in, out) -> OHWI.
+        return (ndim - 1,) + tuple(range(ndim - 1))
+    return identity
+
+
+def _layers_by_variable(model):
+    """Maps `id(variable)` to `(layer, attribute)` over nested layers."""
+    found = {}
+    seen = set()
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for attribute in ("kernel", "depthwise_kernel", "pointwise_kernel",
+                          "embeddings"):
+            try:
+                value = getattr(layer, attribute, None)
+            except Exception:  # pylint: disable=broad-except
+                value = None
+            if isinstance(value, keras.Variable):
+                found.setdefault(id(value), (layer, attribute))
+        sublayers = getattr(layer, "layers", None)
+        if isinstance(sublayers, (list, tuple)):
+            stack.extend(sublayers)
+    return found
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Everything needed to store and decode one kernel."""
+
+    key: str
+    q: QuantizedKernel
+    variable: object
+    perm: tuple
+    tflite_shape: tuple
+    bits: int
+    words: np.ndarray
+    offsets: np.ndarray  # per-channel row offsets (broadcast shape) or None
+    codebook_key: tuple
+
+    def exported(self):
+        return ExportedKernel(
+            name=self.key, layer_name=self.q.layer_name, shape=self.q.shape,
+            tflite_shape=self.tflite_shape, k=self.q.k, groups=self.q.groups,
+            bits=self.bits, words=int(self.words.size), group=self.q.group)
+
+
+def _plan(keras_model, variables, state):
+    if not isinstance(state, dict) or not state:
+        raise ValueError(
+            "export_tflite needs the compression state of at least one "
+            "kernel, but the model has none: it never ran a C step. Run "
+            "`model.direct_compression()` or `fit` with a `MuSchedule` "
+            f"first. Received: state={state!r}")
+    if not isinstance(variables, dict):
+        raise TypeError(
+            "export_tflite expects `variables` as a dict {kernel path: "
+            f"keras.Variable}}. Received: {type(variables).__name__}")
+    missing = [key for key in state if key not in variables]
+    if missing:
+        raise ValueError(
+            f"export_tflite has no variable for the compressed kernels "
+            f"{missing}. Received variables for: {sorted(variables)}")
+    unquantized = [key for key in variables if key not in state]
+    if unquantized:
+        raise ValueError(
+            f"export_tflite has no compression state (codebook and indices) "
+            f"for the kernels {unquantized}: run a C step first.")
+    owners = _layers_by_variable(keras_model)
+    model_variables = {id(v) for v in keras_model.variables}
+    plans = []
+    for key, q in state.items():
+        if not isinstance(q, QuantizedKernel):
+            raise TypeError(
+                f"export_tflite expects QuantizedKernel values in the state. "
+                f"Received for '{key}': {type(q).__name__}")
+        variable = variables[key]
+        where = f"kernel '{key}' of layer '{q.layer_name}'"
+        if id(variable) not in model_variables:
+            raise ValueError(
+                f"The variable of {where} ({variable.path}) is not a "
+                "variable of the exported model.")
+        if tuple(variable.shape) != q.shape:
+            raise ValueError(
+                f"The indices of {where} have shape {q.shape} but the "
+                f"variable has shape {tuple(variable.shape)}.")
+        if q.k > MAX_CODEBOOK_SIZE:
+            raise ValueError(
+                f"The codebook of {where} has k={q.k} entries; export_tflite "
+                f"supports at most {MAX_CODEBOOK_SIZE}.")
+        if q.size and (q.indices.min() < 0 or q.indices.max() >= q.k):
+            raise ValueError(
+                f"The indices of {where} are outside [0, {q.k}): found "
+                f"[{q.indices.min()}, {q.indices.max()}].")
+        if not np.all(np.isfinite(q.codebook)):
+            raise ValueError(f"The codebook of {where} is not finite.")
+        layer, attribute = owners.get(id(variable), (None, q.attribute))
+        ndim = len(q.shape)
+        perm = _tflite_permutation(layer, attribute, ndim)
+        bits = bits_for(q.k)
+        words = pack_indices(np.transpose(q.indices, perm), bits)
+        offsets = None
+        if q.groups > 1:
+            reduced = [q.shape[a] if a in q.channel_axes else 1
+                       for a in range(ndim)]
+            grids = np.indices(reduced)
+            rows = np.zeros(reduced, np.int64)
+            for axis in q.channel_axes:
+                rows = rows * q.shape[axis] + grids[axis]
+            offsets = np.transpose(rows * q.k, perm).astype(np.int32)
+        plans.append(_Plan(
+            key=key, q=q, variable=variable, perm=perm,
+            tflite_shape=tuple(q.shape[a] for a in perm), bits=bits,
+            words=words, offsets=offsets,
+            codebook_key=(q.group, q.codebook.tobytes())))
+    return plans
+
+
+# ---------------------------------------------------------------------------
+# Graph
+# ---------------------------------------------------------------------------
+
+
+def _safe_name(text):
+    return re.sub(r"[^A-Za-z0-9_.\-/]", "_", text).strip("/") or "kernel"
+
+
+def _decode_indices(plan, zero):
+    """TF ops: packed int32 words -> int32 indices in TFLite layout.
+
+    `zero` is a runtime int32 scalar equal to 0; it keeps the converter from
+    folding the chain into a constant.
+    """
+    bits, count = plan.bits, plan.q.size
+    n_words = int(plan.words.size)
+    words = tf.constant(plan.words, tf.int32,
+                        name=f"lc/{_safe_name(plan.key)}/packed_indices")
+    if 32 % bits == 0:
+        per_word = 32 // bits
+        shifts = tf.constant(np.arange(per_word, dtype=np.int32) * bits) + zero
+        fields = tf.bitwise.right_shift(tf.reshape(words, [-1, 1]), shifts)
+        flat = tf.reshape(tf.math.floormod(fields, 1 << bits), [-1])
+        if n_words * per_word != count:
+            flat = flat[:count]
+    else:
+        # Indices straddle words: a block of n words holds m indices.
+        g = math.gcd(bits, 32)
+        per_block, words_per_block = 32 // g, bits // g
+        blocks = -(-count // per_block)
+        start = np.arange(per_block, dtype=np.int64) * bits
+        word_of = (start // 32).astype(np.int32)
+        shift = (start % 32).astype(np.int32)
+        low_bits = np.minimum(bits, 32 - shift)
+        high_bits = bits - low_bits
+        base = tf.reshape(
+            tf.range(blocks, dtype=tf.int32) * words_per_block + zero, [-1, 1])
+        low_at = tf.minimum(base + word_of, n_words - 1)
+        high_at = tf.minimum(low_at + 1, n_words - 1)
+        low = tf.math.floormod(
+            tf.bitwise.right_shift(tf.gather(words, low_at), shift),
+            (1 << low_bits).astype(np.int32))
+        high = tf.math.floormod(tf.gather(words, high_at),
+                                (1 << high_bits).astype(np.int32))
+        fields = low + high * (1 << low_bits).astype(np.int32)
+        flat = tf.reshape(fields, [-1])
+        if blocks * per_block != count:
+            flat = flat[:count]
+    return tf.reshape(flat, plan.tflite_shape)
+
+
+def _decode_kernel(plan, zero, codebooks):
+    """TF ops: packed words -> float kernel in TFLite layout."""
+    indices = _decode_indices(plan, zero)
+    if plan.offsets is not None:
+        indices = indices + tf.constant(plan.offsets)
+    if plan.codebook_key not in codebooks:
+        codebooks[plan.codebook_key] = tf.constant(
+            plan.q.codebook.reshape(-1), tf.float32,
+            name=f"lc/{_safe_name(plan.q.group)}/codebook")
+    return tf.gather(codebooks[plan.codebook_key], indices)
+
+
+def _to_keras_layout(plan, value):
+    if plan.perm != tuple(range(len(plan.perm))):
+        value = tf.transpose(value, np.argsort(plan.perm).tolist())
+    dtype = tf.as_dtype(plan.variable.dtype)
+    return value if dtype == tf.float32 else tf.cast(value, dtype)
+
+
+def _runtime_zero(flat_inputs):
+    """An int32 scalar 0 that the converter cannot fold."""
+    x = flat_inputs[0]
+    if x.shape.rank and x.shape[0] is None:
+        return tf.minimum(tf.shape(x)[0], 0)
+    # Static batch: derive it from the data instead. (v == v) or (v != v) is
+    # true for every value, NaN included.
+    first = tf.reshape(x, [-1])[:1]
+    always = tf.logical_or(tf.equal(first, first), tf.not_equal(first, first))
+    return tf.reshape(1 - tf.cast(always, tf.int32), [])
+
+
+class _ExportModule(tf.Module):
+    """Holds the cache variables of the cached layout."""
+
+    def __init__(self, plans, cached):
+        super().__init__(name="lc_export")
+        self.decoded = None
+        self.caches = []
+        if cached:
+            self.decoded = tf.Variable(0, dtype=tf.int32, trainable=False,
+                                       name="lc_decoded")
+            # Scalar initial value and unknown shape: the file stores no float
+            # initial value, the first invoke assigns the decoded kernel.
+            self.caches = [
+                tf.Variable(0.0, shape=tf.TensorShape(None), trainable=False,
+                            name=f"lc_cache_{i}")
+                for i in range(len(plans))]
+
+
+def _input_signature(keras_model, input_signature):
+    if input_signature is not None:
+        specs = tf.nest.flatten(input_signature)
+        if not specs or not all(isinstance(s, tf.TensorSpec) for s in specs):
+            raise TypeError(
+                "export_tflite expects input_signature as a tf.TensorSpec or "
+                f"a list of them. Received: input_signature={input_signature!r}")
+        return input_signature
+    candidates = [keras_model, getattr(keras_model, "net", None)]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            inputs = candidate.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if inputs:
+            specs = []
+            for i, t in enumerate(inputs):
+                name = re.sub(r"[^A-Za-z0-9_]", "_",
+                              getattr(t, "name", "") or f"input_{i}")
+                specs.append(tf.TensorSpec(t.shape, tf.as_dtype(t.dtype),
+                                           name=name))
+            return specs[0] if len(specs) == 1 else specs
+    config = None
+    try:
+        config = keras_model.get_build_config()
+    except Exception:  # pylint: disable=broad-except
+        config = None
+    shape = (config or {}).get("input_shape")
+    if shape is not None:
+        def spec(s):
+            return tf.TensorSpec(s, tf.float32)
+        if isinstance(shape, (list, tuple)) and shape and all(
+                isinstance(s, (list, tuple)) for s in shape):
+            return [spec(s) for s in shape]
+        if isinstance(shape, dict):
+            return {k: spec(s) for k, s in shape.items()}
+        return spec(shape)
+    raise ValueError(
+        f"Cannot infer the input signature of model '{keras_model.name}': it "
+        "has no `inputs` and no build config. Pass "
+        "`input_signature=tf.TensorSpec((None, ...), tf.float32)`.")
+
+
+def _trace(keras_model, plans, signature, cached):
+    module = _ExportModule(plans, cached)
+    compressed = {id(p.variable) for p in plans}
+    frozen = [(v, tf.constant(keras.ops.convert_to_numpy(v.value)))
+              for v in keras_model.variables if id(v) not in compressed]
+
+    def forward(*args):
+        inputs = args[0] if len(args) == 1 else list(args)
+        flat = tf.nest.flatten(inputs)
+        codebooks = {}
+        if not cached:
+            zero = _runtime_zero(flat)
+            kernels = [_decode_kernel(p, zero, codebooks) for p in plans]
+        else:
+            flag = module.decoded.read_value()
+
+            def decode_all():
+                assigns = [
+                    cache.assign(_decode_kernel(p, flag, codebooks))
+                    for cache, p in zip(module.caches, plans)]
+                with tf.control_dependencies(assigns):
+                    return tf.identity(module.decoded.assign(1))
+
+            done = tf.cond(tf.equal(flag, 0), decode_all,
+                           lambda: tf.identity(flag))
+            with tf.control_dependencies([done]):
+                kernels = [tf.reshape(cache.read_value(), p.tflite_shape)
+                           for cache, p in zip(module.caches, plans)]
+        mapping = list(frozen) + [
+            (p.variable, _to_keras_layout(p, w))
+            for p, w in zip(plans, kernels)]
+        with keras.StatelessScope(state_mapping=mapping):
+            return keras_model(inputs, training=False)
+
+    specs = signature if isinstance(signature, (list, tuple)) else [signature]
+    function = tf.function(forward, input_signature=list(specs),
+                           autograph=False)
+    return module, function.get_concrete_function()
+
+
+def _convert(module, concrete):
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.experimental_enable_resource_variables = True
+    try:
+        return bytes(converter.convert())
+    except Exception as error:  # ConverterError is not public API.
+        raise RuntimeError(
+            "TFLite conversion with builtin ops only failed. The model uses "
+            f"an op that has no TFLite builtin: {error}") from error
+
+
+# ---------------------------------------------------------------------------
+# Reading .tflite files
+# ---------------------------------------------------------------------------
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - older installs
+        from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a `.tflite` file.
+
+    Attributes:
+        subgraph: Subgraph index.
+        index: Tensor index in the subgraph.
+        name: Tensor name.
+        dtype: Type name (`"FLOAT32"`, `"INT32"`, ...).
+        shape: Static shape (tuple; -1 for unknown where the file says so).
+        data_bytes: Bytes of constant data stored in the file (0 if none).
+
+    Example:
+
+    >>> TensorInfo(0, 3, "w", "INT32", (10,), 40).constant
+    True
+    """
+
+    subgraph: int
+    index: int
+    name: str
+    dtype: str
+    shape: tuple
+    data_bytes: int
+
+    @property
+    def constant(self):
+        """Whether the file stores data for this tensor."""
+        return self.data_bytes > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedKernelInfo:
+    """A packed kernel found in a `.tflite` file by `inspect_tflite`.
+
+    Attributes:
+        subgraph: Subgraph that decodes it.
+        name: Name of the packed-indices tensor.
+        weights: Number of weights it decodes to.
+        words: Number of int32 words of packed indices.
+        codebook_entries: Entries of its (flattened) codebook tensor.
+
+    Example:
+
+    >>> PackedKernelInfo(0, "w", 1000, 32, 2).bits_per_weight
+    1.024
+    """
+
+    subgraph: int
+    name: str
+    weights: int
+    words: int
+    codebook_entries: int
+
+    @property
+    def index_bytes(self):
+        """Bytes of packed indices."""
+        return self.words * 4
+
+    @property
+    def codebook_bytes(self):
+        """Bytes of the float32 codebook."""
+        return self.codebook_entries * 4
+
+    @property
+    def bits_per_weight(self):
+        """Stored index bits per weight (codebook not included)."""
+        return 32.0 * self.words / max(self.weights, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteSummary:
+    """Ops, tensors and packed kernels of a `.tflite` file.
+
+    Attributes:
+        size_bytes: Size of the file.
+        ops: `(subgraph, op name)` pairs in execution order; custom ops
+            appear as `"CUSTOM:<code>"`.
+        tensors: `TensorInfo` of every tensor.
+        packed_kernels: `PackedKernelInfo` of every decoded kernel.
+
+    Example:
+
+    >>> s = TFLiteSummary(100, ((0, "ADD"),), (), ())
+    >>> s.custom_ops, s.constant_bytes
+    ([], 0)
+    """
+
+    size_bytes: int
+    ops: tuple
+    tensors: tuple
+    packed_kernels: tuple
+
+    @property
+    def custom_ops(self):
+        """Names of the non-builtin ops (should be empty)."""
+        return [name for _, name in self.ops if name.startswith("CUSTOM")]
+
+    @property
+    def constant_bytes(self):
+        """Bytes of constant tensor data (buffers shared once)."""
+        return sum(t.data_bytes for t in self.tensors)
+
+
+class _Model:
+    """Thin reader over the flatbuffer object API."""
+
+    def __init__(self, data):
+        schema = _schema()
+        self.schema = schema
+        raw = bytearray(data)
+        if len(raw) < 8 or bytes(raw[4:8]) != b"TFL3":
+            raise ValueError("Not a TFLite flatbuffer (no 'TFL3' identifier).")
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0))
+        self.model = model
+        self.buffers = []
+        for buffer in model.buffers or []:
+            if getattr(buffer, "offset", 0):
+                start = int(buffer.offset)
+                chunk = bytes(raw[start:start + int(buffer.size)])
+            elif buffer.data is not None:
+                chunk = np.asarray(buffer.data, np.uint8).tobytes()
+            else:
+                chunk = b""
+            self.buffers.append(chunk)
+        self.op_names = {
+            v: k for k, v in vars(schema.BuiltinOperator).items()
+            if not k.startswith("_")}
+        self.type_names = {
+            v: k for k, v in vars(schema.TensorType).items()
+            if not k.startswith("_")}
+
+    def op_name(self, opcode_index):
+        code = self.model.operatorCodes[opcode_index]
+        builtin = max(int(code.builtinCode or 0),
+                      int(code.deprecatedBuiltinCode or 0))
+        if builtin == self.schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode
+            if isinstance(custom, bytes):
+                custom = custom.decode("utf-8", "replace")
+            return f"CUSTOM:{custom}"
+        return self.op_names.get(builtin, f"BUILTIN_{builtin}")
+
+    def data(self, tensor):
+        if tensor.buffer is None or tensor.buffer >= len(self.buffers):
+            return b""
+        return self.buffers[tensor.buffer]
+
+    @staticmethod
+    def name(tensor):
+        name = tensor.name
+        return name.decode("utf-8", "replace") if isinstance(
+            name, bytes) else str(name or "")
+
+
+def _find_packed(reader):
+    """Packed kernels: GATHER(const float codebook, runtime positions) whose
+    positions are computed from an int32 constant that feeds RIGHT_SHIFT or
+    is gathered from."""
+    found = []
+    schema = reader.schema
+    for s, subgraph in enumerate(reader.model.subgraphs or []):
+        tensors = subgraph.tensors or []
+        ops = subgraph.operators or []
+        producer = {}
+        for op in ops:
+            for t in op.outputs if op.outputs is not None else []:
+                producer[int(t)] = op
+        for op in ops:
+            if reader.op_name(op.opcodeIndex) != "GATHER":
+                continue
+            params, positions = int(op.inputs[0]), int(op.inputs[1])
+            cb = tensors[params]
+            if cb.type != schema.TensorType.FLOAT32 or not reader.data(cb):
+                continue
+            if reader.data(tensors[positions]):
+                continue  # constant positions: not a decoder
+            # Walk back from the positions, collecting int32 words tensors.
+            words, stack, seen = None, [positions], set()
+            while stack:
+                t = stack.pop()
+                if t in seen or t not in producer:
+                    continue
+                seen.add(t)
+                p = producer[t]
+                name = reader.op_name(p.opcodeIndex)
+                for position, i in enumerate(p.inputs):
+                    i = int(i)
+                    if i < 0:
+                        continue
+                    tensor = tensors[i]
+                    if reader.data(tensor):
+                        feeds = (name == "RIGHT_SHIFT" and position == 0) or (
+                            name == "GATHER" and position == 0) or (
+                            name == "RESHAPE" and position == 0)
+                        if feeds and tensor.type == schema.TensorType.INT32:
+                            size = len(reader.data(tensor)) // 4
+                            if words is None or size > words[1]:
+                                words = (i, size)
+                    else:
+                        stack.append(i)
+            if words is None:
+                continue
+            out = tensors[int(op.outputs[0])]
+            shape = [int(d) for d in (out.shape if out.shape is not None
+                                      else [])]
+            weights = int(np.prod(shape)) if shape and min(shape) > 0 else 0
+            found.append(PackedKernelInfo(
+                subgraph=s, name=reader.name(tensors[words[0]]),
+                weights=weights, words=words[1],
+                codebook_entries=len(reader.data(cb)) // 4))
+    return found
+
+
+def inspect_tflite(path_or_bytes):
+    """Reads the ops, tensors and packed kernels of a `.tflite` file.
+
+    Args:
+        path_or_bytes: Path of a `.tflite` file, or its bytes.
+
+    Returns:
+        A `TFLiteSummary`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> f = tf.function(lambda x: x + 1.0,
+    ...                 input_signature=[tf.TensorSpec([None, 2])])
+    >>> data = tf.lite.TFLiteConverter.from_concrete_functions(
+    ...     [f.get_concrete_function()], f).convert()
+    >>> [name for _, name in inspect_tflite(data).ops]
+    ['ADD']
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+    else:
+        with open(os.fspath(path_or_bytes), "rb") as f:
+            data = f.read()
+    reader = _Model(data)
+    ops, tensors = [], []
+    for s, subgraph in enumerate(reader.model.subgraphs or []):
+        for op in subgraph.operators or []:
+            ops.append((s, reader.op_name(op.opcodeIndex)))
+        for i, t in enumerate(subgraph.tensors or []):
+            shape = tuple(int(d) for d in (
+                t.shapeSignature if t.shapeSignature is not None and len(
+                    t.shapeSignature) else (t.shape if t.shape is not None
+                                            else ())))
+            tensors.append(TensorInfo(
+                subgraph=s, index=i, name=reader.name(t),
+                dtype=reader.type_names.get(t.type, str(t.type)),
+                shape=shape, data_bytes=len(reader.data(t))))
+    return TFLiteSummary(size_bytes=len(data), ops=tuple(ops),
+                         tensors=tuple(tensors),
+                         packed_kernels=tuple(_find_packed(reader)))
+
+
+def _verify(data, plans):
+    """Checks the converted bytes; raises ValueError naming the layer."""
+    reader = _Model(data)
+    custom = sorted({
+        reader.op_name(op.opcodeIndex)
+        for subgraph in reader.model.subgraphs or []
+        for op in subgraph.operators or []
+        if reader.op_name(op.opcodeIndex).startswith("CUSTOM")})
+    if custom:
+        raise ValueError(
+            f"The converted model contains non-builtin ops {custom}; "
+            "export_tflite allows builtin TFLite ops only.")
+    schema = reader.schema
+    int32_buffers, float_buffers = set(), {}
+    for subgraph in reader.model.subgraphs or []:
+        for t in subgraph.tensors or []:
+            chunk = reader.data(t)
+            if not chunk:
+                continue
+            if t.type == schema.TensorType.INT32:
+                int32_buffers.add(chunk)
+            elif t.type == schema.TensorType.FLOAT32:
+                float_buffers.setdefault(len(chunk), set()).add(chunk)
+    for plan in plans:
+        where = (f"layer '{plan.q.layer_name}' (kernel '{plan.key}', "
+                 f"{plan.q.size} weights, k={plan.q.k})")
+        expected = plan.words.astype("<i4").tobytes()
+        if expected not in int32_buffers:
+            raise ValueError(
+                f"The TFLite file does not store {where} as "
+                f"{plan.words.size} packed int32 words ({len(expected)} "
+                "bytes): the converter folded its decoding back into a float "
+                "kernel or changed the words.")
+        values = plan.q.values()
+        candidates = float_buffers.get(values.size * 4, ())
+        if candidates:
+            as_float = {values.astype("<f4").tobytes(), np.transpose(
+                values, plan.perm).astype("<f4").tobytes()}
+            if as_float & set(candidates):
+                raise ValueError(
+                    f"The TFLite file also stores {where} as a float kernel: "
+                    "the converter folded its decoding.")
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _check_path(path):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(
+            f"export_tflite expects a file path. Received: path={path!r}"
+        ) from None
+    if not str(path).endswith(".tflite"):
+        raise ValueError(
+            "export_tflite writes a `.tflite` file; the path must end in "
+            f"'.tflite'. Received: path={path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"The folder of the export path does not exist: {folder!r}. "
+            f"Received: path={path!r}")
+    return path
+
+
+def _write_atomic(path, data, chunk_size=1 << 20):
+    """Writes `data` to `path` via a temp file in the same folder + rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for start in range(0, len(data), chunk_size):
+                f.write(data[start:start + chunk_size])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.remove(temp)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------
+
+
+def export_quantized(keras_model, variables, state, path, *, layout="packed",
+                     input_signature=None):
+    """Exports a Keras model with quantized kernels to a small `.tflite`.
+
+    The model runs as `keras_model(x, training=False)` with each kernel in
+    `variables` replaced by its decoded `state` (codebook[indices]); every
+    other variable is frozen at its current value.
+
+    Args:
+        keras_model: A built `keras.Model`.
+        variables: `{key: keras.Variable}`, the compressed kernels of the
+            model.
+        state: `{key: QuantizedKernel}` with the same keys.
+        path: Output path, ending in `.tflite`.
+        layout: `"packed"` (decode every invoke) or `"cached"` (decode on
+            the first invoke into float resource variables).
+        input_signature: A `tf.TensorSpec` (or a list, one per input). By
+            default taken from `keras_model.inputs`, else from its build
+            config (float32).
+
+    Returns:
+        A `TFLiteExport` describing the file.
+
+    Raises:
+        ValueError: for a bad path, layout or state, or if the converted file
+            does not store a kernel as packed int32 words.
+        RuntimeError: if conversion with builtin ops fails.
+
+    Example:
+
+    >>> import keras, numpy as np, os, tempfile
+    >>> from lc_keras.quantized import QuantizedKernel
+    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> kernel = net.layers[0].kernel
+    >>> q = QuantizedKernel(
+    ...     name="k", layer_name="dense", attribute="kernel",
+    ...     kind="BinaryQuantization",
+    ...     codebook=np.array([-1.0, 1.0], np.float32),
+    ...     indices=np.random.randint(0, 2, (8, 4)))
+    >>> out = os.path.join(tempfile.mkdtemp(), "net.tflite")
+    >>> info = export_quantized(net, {"k": kernel}, {"k": q}, out)
+    >>> info.kernels[0].words, info.index_bytes
+    (1, 4)
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"export_tflite supports layout in {LAYOUTS}. Received: "
+            f"layout={layout!r}")
+    path = _check_path(path)
+    if not isinstance(keras_model, keras.Model):
+        raise TypeError(
+            "export_tflite expects a keras.Model. Received: "
+            f"{type(keras_model).__name__}")
+    if not keras_model.built:
+        raise ValueError(
+            f"Model '{keras_model.name}' is not built; build it (or call it "
+            "on a batch) before exporting.")
+    plans = _plan(keras_model, variables, state)
+    signature = _input_signature(keras_model, input_signature)
+    module, concrete = _trace(keras_model, plans, signature,
+                              cached=(layout == "cached"))
+    data = _convert(module, concrete)
+    _verify(data, plans)
+    _write_atomic(path, data)
+    result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
+                          kernels=tuple(p.exported() for p in plans))
+    logging.info(
+        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
+        "indices, %d bytes of codebooks.", path, len(data), layout,
+        len(plans), result.index_bytes, result.codebook_bytes)
+    return result
+
+
+def export_tflite(model, path, *, layout="packed", input_signature=None):
+    """Exports a trained `LCModel` to a `.tflite` file of packed indices.
+
+    Each compressed kernel is stored as its codebook indices, `ceil(log2 K)`
+    bits each, packed into int32 words, plus its float32 codebook (per
+    layer, shared or per channel), and decoded in the graph with builtin ops
+    only. The file is checked after conversion and written atomically.
+
+    Args:
+        model: An `LCModel` that ran at least one C step (also after loading
+            it from a `.keras` file).
+        path: Output path, ending in `.tflite`.
+        layout: `"packed"` decodes the kernels on every invoke; `"cached"`
+            decodes them on the first invoke into float resource variables
+            and reuses them (faster, same file size, more resident memory).
+        input_signature: Optional `tf.TensorSpec` (or list) for models whose
+            inputs cannot be inferred.
+
+    Returns:
+        A `TFLiteExport` (path, size, per-kernel storage).
+
+    Raises:
+        ValueError: path not ending in `.tflite`, unknown layout, no C step
+            yet, or a kernel not stored as packed words.
+
+    Example:
+
+    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    >>> _ = model.direct_compression()
+    >>> out = os.path.join(tempfile.mkdtemp(), "net.tflite")
+    >>> info = export_tflite(model, out)
+    >>> info.kernels[0].bits, info.kernels[0].words
+    (1, 1)
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"export_tflite supports layout in {LAYOUTS}. Received: "
+            f"layout={layout!r}")
+    _check_path(path)
+    for method in ("compression_state", "compressed_variables"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(
+                "export_tflite expects an LCModel (with compression_state() "
+                "and compressed_variables()); use export_quantized for a "
+                f"plain Keras model. Received: {type(model).__name__}")
+    return export_quantized(
+        model, model.compressed_variables(), model.compression_state(), path,
+        layout=layout, input_signature=input_signature)
