@@ -86,7 +86,8 @@ def _check_method(method, owner):
     if method not in _METHODS:
         raise ValueError(
             f"{owner} requires method to be one of "
-            f"{', '.join(repr(m) for m in _METHODS)}. Received: method={method!r}"
+            f"{', '.join(repr(m) for m in _METHODS)}. "
+            f"Received: method={method!r}"
         )
     return method
 
@@ -133,7 +134,7 @@ def _check_values(values, owner):
             f"Received: {array.size} values"
         )
     for i, x in enumerate(array):
-        if not np.isfinite(x) or not np.isfinite(np.float32(x)):
+        if not np.isfinite(x) or abs(x) > np.finfo(np.float32).max:
             raise ValueError(
                 f"{owner} requires finite float32 values. Received: "
                 f"values[{i}]={float(x)!r} in values={values!r}"
@@ -492,7 +493,8 @@ def projection_fixed_codebook(v, values, trainable=None, previous=None,
 
     >>> import tensorflow as tf
     >>> v = tf.constant([[0.1, 2.0, 3.0, -1.0]])
-    >>> c, z = projection_fixed_codebook(v, [0.0, 1.0], trainable=[False, True])
+    >>> c, z = projection_fixed_codebook(v, [0.0, 1.0],
+    ...                                  trainable=[False, True])
     >>> c.numpy().tolist(), z.numpy().tolist()
     ([[0.0, 2.5]], [[0, 1, 1, 0]])
     """
@@ -637,7 +639,8 @@ class AdaptiveQuantization(Quantization):
     >>> c.numpy().tolist(), z.numpy().tolist()
     ([[0.5, 4.5]], [[0, 0, 1, 1]])
     >>> q
-    AdaptiveQuantization(k=2, method='auto', max_iter=100, seed=0, per_channel=False, shared=False)
+    AdaptiveQuantization(k=2, method='auto', max_iter=100, seed=0,
+        per_channel=False, shared=False)
     """
 
     def __init__(self, k, *, method="auto", max_iter=_km.DEFAULT_MAX_ITER,
@@ -778,7 +781,9 @@ class ScaledTernaryQuantization(Quantization):
 
 @keras.saving.register_keras_serializable(package="lc_keras")
 class PowersOfTwoQuantization(Quantization):
-    """Codebook {0, +-2**e : min_exponent <= e <= max_exponent}, optionally scaled.
+    """Powers-of-two codebook {0, +-2**e : min_exponent <= e <= max_exponent}.
+
+    Optionally scaled by a learned `a > 0`.
 
     K = 2 * (max_exponent - min_exponent + 1) + 1 entries. The C step solves
     `argmin_z sum_i (v_i - c[z_i])**2` (nearest codeword), or with

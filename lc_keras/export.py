@@ -247,33 +247,42 @@ class TFLiteExport:
 # ---------------------------------------------------------------------------
 
 
-def _tflite_permutation(layer, attribute, ndim):
-    """Permutation from the Keras kernel layout to TFLite's.
+def _tflite_layout(layer, attribute, ndim):
+    """How TFLite stores a kernel: `(one_d, perm)`.
 
-    Only a performance choice: the graph transposes back, so any permutation
-    is correct, but the right one lets the converter cancel the transposes.
+    `one_d` says the TensorFlow graph adds a unit axis in front of the Keras
+    kernel (1-D convolutions run as 2-D ones); `perm` then maps that kernel
+    to TFLite's layout (`FULLY_CONNECTED` `[out, in]`, `CONV_2D` OHWI,
+    `TRANSPOSE_CONV` `[out, H, W, in]`, `DEPTHWISE_CONV_2D` unchanged).
+
+    This is only a performance choice: the graph transposes back, so any
+    layout gives the same numbers, but this one lets the converter cancel
+    the transposes, so none runs at inference time.
     """
     L = keras.layers
     identity = tuple(range(ndim))
     if layer is None:
-        return identity
-    transposed_conv = tuple(
-        getattr(L, n) for n in ("Conv1DTranspose", "Conv2DTranspose",
-                                "Conv3DTranspose") if hasattr(L, n))
-    if isinstance(layer, transposed_conv):
-        # Keras (*spatial, out, in) -> TransposeConv (out, *spatial, in).
-        return (ndim - 2,) + tuple(range(ndim - 2)) + (ndim - 1,)
-    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        return False, identity
+    if isinstance(layer, L.Conv1DTranspose):
+        return True, (2, 0, 1, 3)
+    if isinstance(layer, (L.Conv2DTranspose, L.Conv3DTranspose)):
+        # Keras (*spatial, out, in) -> (out, *spatial, in).
+        return False, (ndim - 2,) + tuple(range(ndim - 2)) + (ndim - 1,)
+    if isinstance(layer, L.SeparableConv1D):
         if attribute == "pointwise_kernel":
-            return (ndim - 1,) + tuple(range(ndim - 1))
-        return identity
-    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D, L.Embedding,
-                          L.Conv3D)):
-        return identity
-    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D)):
-        # Dense (in, out) -> (out, in); Conv (*spatial, in, out) -> OHWI.
-        return (ndim - 1,) + tuple(range(ndim - 1))
-    return identity
+            return True, (3, 0, 1, 2)
+        return False, identity
+    if isinstance(layer, L.SeparableConv2D):
+        if attribute == "pointwise_kernel":
+            return False, (3, 0, 1, 2)
+        return False, identity
+    if isinstance(layer, L.Conv1D):
+        return True, (3, 0, 1, 2)
+    if isinstance(layer, (L.Dense, L.Conv2D)):
+        # Dense (in, out) -> (out, in); Conv2D HWIO -> OHWI.
+        return False, (ndim - 1,) + tuple(range(ndim - 1))
+    # DepthwiseConv*, Embedding, Conv3D (TFLite CONV_3D keeps DHWIO), others.
+    return False, identity
 
 
 def _layers_by_variable(model):
@@ -307,12 +316,18 @@ class _Plan:
     key: str
     q: QuantizedKernel
     variable: object
+    one_d: bool
     perm: tuple
     tflite_shape: tuple
     bits: int
     words: np.ndarray
     offsets: np.ndarray  # per-channel row offsets (broadcast shape) or None
     codebook_key: tuple
+
+    def to_tflite(self, array):
+        """A Keras-layout array in TFLite layout."""
+        shape = ((1,) if self.one_d else ()) + self.q.shape
+        return np.transpose(np.reshape(array, shape), self.perm)
 
     def exported(self):
         return ExportedKernel(
@@ -371,22 +386,25 @@ def _plan(keras_model, variables, state):
         if not np.all(np.isfinite(q.codebook)):
             raise ValueError(f"The codebook of {where} is not finite.")
         layer, attribute = owners.get(id(variable), (None, q.attribute))
-        ndim = len(q.shape)
-        perm = _tflite_permutation(layer, attribute, ndim)
+        one_d, perm = _tflite_layout(layer, attribute, len(q.shape))
+        shape = ((1,) if one_d else ()) + q.shape
         bits = bits_for(q.k)
-        words = pack_indices(np.transpose(q.indices, perm), bits)
+        words = pack_indices(np.transpose(q.indices.reshape(shape), perm),
+                             bits)
         offsets = None
         if q.groups > 1:
             reduced = [q.shape[a] if a in q.channel_axes else 1
-                       for a in range(ndim)]
+                       for a in range(len(q.shape))]
             grids = np.indices(reduced)
             rows = np.zeros(reduced, np.int64)
             for axis in q.channel_axes:
                 rows = rows * q.shape[axis] + grids[axis]
-            offsets = np.transpose(rows * q.k, perm).astype(np.int32)
+            offsets = np.transpose(
+                (rows * q.k).reshape(((1,) if one_d else ()) + tuple(reduced)),
+                perm).astype(np.int32)
         plans.append(_Plan(
-            key=key, q=q, variable=variable, perm=perm,
-            tflite_shape=tuple(q.shape[a] for a in perm), bits=bits,
+            key=key, q=q, variable=variable, one_d=one_d, perm=perm,
+            tflite_shape=tuple(shape[a] for a in perm), bits=bits,
             words=words, offsets=offsets,
             codebook_key=(q.group, q.codebook.tobytes())))
     return plans
@@ -409,16 +427,18 @@ def _decode_indices(plan, zero):
     """
     bits, count = plan.bits, plan.q.size
     n_words = int(plan.words.size)
-    words = tf.constant(plan.words, tf.int32,
-                        name=f"lc/{_safe_name(plan.key)}/packed_indices")
+    name = f"lc/{_safe_name(plan.key)}/packed_indices"
     if 32 % bits == 0:
         per_word = 32 // bits
+        # Stored as [words, 1] so that no folded reshape renames it.
+        words = tf.constant(plan.words.reshape(-1, 1), tf.int32, name=name)
         shifts = tf.constant(np.arange(per_word, dtype=np.int32) * bits) + zero
-        fields = tf.bitwise.right_shift(tf.reshape(words, [-1, 1]), shifts)
+        fields = tf.bitwise.right_shift(words, shifts)
         flat = tf.reshape(tf.math.floormod(fields, 1 << bits), [-1])
         if n_words * per_word != count:
             flat = flat[:count]
     else:
+        words = tf.constant(plan.words, tf.int32, name=name)
         # Indices straddle words: a block of n words holds m indices.
         g = math.gcd(bits, 32)
         per_block, words_per_block = 32 // g, bits // g
@@ -459,6 +479,8 @@ def _decode_kernel(plan, zero, codebooks):
 def _to_keras_layout(plan, value):
     if plan.perm != tuple(range(len(plan.perm))):
         value = tf.transpose(value, np.argsort(plan.perm).tolist())
+    if plan.one_d:
+        value = tf.reshape(value, plan.q.shape)
     dtype = tf.as_dtype(plan.variable.dtype)
     return value if dtype == tf.float32 else tf.cast(value, dtype)
 
@@ -475,22 +497,37 @@ def _runtime_zero(flat_inputs):
     return tf.reshape(1 - tf.cast(always, tf.int32), [])
 
 
+class _KernelCache(keras.layers.Layer):
+    """Float caches of the decoded kernels (cached layout).
+
+    Held as Keras weights on purpose: the TFLite converter gives them their
+    static shape but stores no initial value for them (a `tf.Variable` would
+    get its full zero value written into the file). The first invoke assigns
+    every cache before anything reads it. `_verify` checks that no float
+    copy of a kernel ended up in the file.
+    """
+
+    def __init__(self, shapes, **kwargs):
+        super().__init__(**kwargs)
+        self.caches = [
+            self.add_weight(shape=shape, initializer="zeros", trainable=False,
+                            name=f"lc_cache_{i}")
+            for i, shape in enumerate(shapes)]
+
+
 class _ExportModule(tf.Module):
-    """Holds the cache variables of the cached layout."""
+    """Holds the state of the cached layout: a flag and the caches."""
 
     def __init__(self, plans, cached):
         super().__init__(name="lc_export")
         self.decoded = None
-        self.caches = []
+        self.kernel_cache = None
         if cached:
+            # Initialised to 0 by the converter's CALL_ONCE initializer.
             self.decoded = tf.Variable(0, dtype=tf.int32, trainable=False,
                                        name="lc_decoded")
-            # Scalar initial value and unknown shape: the file stores no float
-            # initial value, the first invoke assigns the decoded kernel.
-            self.caches = [
-                tf.Variable(0.0, shape=tf.TensorShape(None), trainable=False,
-                            name=f"lc_cache_{i}")
-                for i in range(len(plans))]
+            self.kernel_cache = _KernelCache(
+                [p.tflite_shape for p in plans], name="lc_kernel_cache")
 
 
 def _input_signature(keras_model, input_signature):
@@ -554,18 +591,21 @@ def _trace(keras_model, plans, signature, cached):
         else:
             flag = module.decoded.read_value()
 
+            caches = module.kernel_cache.caches
+
             def decode_all():
+                # `flag` is 0 here: it is the zero that blocks folding.
                 assigns = [
-                    cache.assign(_decode_kernel(p, flag, codebooks))
-                    for cache, p in zip(module.caches, plans)]
+                    cache.value.assign(_decode_kernel(p, flag, codebooks))
+                    for cache, p in zip(caches, plans)]
                 with tf.control_dependencies(assigns):
                     return tf.identity(module.decoded.assign(1))
 
             done = tf.cond(tf.equal(flag, 0), decode_all,
                            lambda: tf.identity(flag))
             with tf.control_dependencies([done]):
-                kernels = [tf.reshape(cache.read_value(), p.tflite_shape)
-                           for cache, p in zip(module.caches, plans)]
+                kernels = [tf.convert_to_tensor(cache.value)
+                           for cache in caches]
         mapping = list(frozen) + [
             (p.variable, _to_keras_layout(p, w))
             for p, w in zip(plans, kernels)]
@@ -897,8 +937,8 @@ def _verify(data, plans):
         values = plan.q.values()
         candidates = float_buffers.get(values.size * 4, ())
         if candidates:
-            as_float = {values.astype("<f4").tobytes(), np.transpose(
-                values, plan.perm).astype("<f4").tobytes()}
+            as_float = {values.astype("<f4").tobytes(),
+                        plan.to_tflite(values).astype("<f4").tobytes()}
             if as_float & set(candidates):
                 raise ValueError(
                     f"The TFLite file also stores {where} as a float kernel: "

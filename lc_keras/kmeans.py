@@ -316,7 +316,8 @@ def _exact_fn(v, k):
         return m + 1, tf.reduce_min(total, axis=1), choices.write(m, arg)
 
     _, best, choices = tf.while_loop(
-        lambda m, best, choices: m < k, forward, (tf.constant(0), best, choices)
+        lambda m, best, choices: m < k, forward,
+        (tf.constant(0), best, choices),
     )
     ends = tf.TensorArray(tf.int32, size=k + 1, element_shape=[None])
     stop_at = tf.fill(tf.stack([rows]), n)

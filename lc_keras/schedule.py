@@ -51,7 +51,9 @@ class MuSchedule(keras.callbacks.Callback):
     `TerminateOnNaN`).
 
     Logs (History, TensorBoard, progress bar): `lc_step`, `lc_mu`, and the
-    distortion ‖w − Δ(Θ)‖² of each kernel as `lc_distortion/<kernel path>`.
+    distortion ‖w − Δ(Θ)‖² of each kernel as `lc_distortion/<kernel path>`,
+    and the entries of each codebook of at most `log_codebooks` entries (not
+    per-channel) as `lc_codebook/<group>/<j>`.
 
     Args:
         mu0: μ of the first L step (> 0). The penalty is a SUM over weights;
@@ -65,6 +67,8 @@ class MuSchedule(keras.callbacks.Callback):
             during LC step k (lr0: its value when LC started; kept in the
             model so resuming is exact). In (0, 1].
         strict: Whether `fit` must run exactly `total_epochs` epochs.
+        log_codebooks: Largest codebook whose entries are logged each epoch
+            (0: none).
 
     Example:
 
@@ -77,7 +81,8 @@ class MuSchedule(keras.callbacks.Callback):
     """
 
     def __init__(self, mu0=1e-4, growth=1.4, steps=30, epochs_per_step=2, *,
-                 first_step_epochs=None, lr_decay=0.98, strict=True):
+                 first_step_epochs=None, lr_decay=0.98, strict=True,
+                 log_codebooks=16):
         super().__init__()
         _check_number("mu0", mu0, 0, False, "> 0")
         _check_number("growth", growth, 1, True, ">= 1")
@@ -99,6 +104,8 @@ class MuSchedule(keras.callbacks.Callback):
         self.first_step_epochs = first_step_epochs
         self.lr_decay = lr_decay
         self.strict = strict
+        _check_int("log_codebooks", log_codebooks, 0)
+        self.log_codebooks = log_codebooks
         self._epoch = None
         self._pending = False
         self._in_fit = False
@@ -213,7 +220,20 @@ class MuSchedule(keras.callbacks.Callback):
             logs["lc_mu"] = self.mu_at_epoch(epoch)
             for path, value in self._distortions.items():
                 logs[f"lc_distortion/{path}"] = value
+            logs.update(self._codebook_logs())
         self._pending = False
+
+    def _codebook_logs(self):
+        """`lc_codebook/<group>/<j>`: entry j of each small codebook."""
+        logs = {}
+        state = self.model._lc
+        for group, codebook in zip(state.groups, state.codebooks):
+            k = group.quantization.num_entries
+            if group.per_channel or k > self.log_codebooks:
+                continue
+            for j, value in enumerate(codebook.numpy()[0]):
+                logs[f"lc_codebook/{group.name}/{j}"] = float(value)
+        return logs
 
     def on_train_end(self, logs=None):
         # A run cut short (early stopping, TerminateOnNaN, fewer epochs):
@@ -233,4 +253,5 @@ class MuSchedule(keras.callbacks.Callback):
             "epochs_per_step": self.epochs_per_step,
             "first_step_epochs": self.first_step_epochs,
             "lr_decay": self.lr_decay, "strict": self.strict,
+            "log_codebooks": self.log_codebooks,
         }

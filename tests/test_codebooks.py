@@ -49,6 +49,7 @@ def _seed_and_clear():
     (slow) `keras.backend.clear_session()` after every test is not needed."""
     yield
 
+
 def make(name):
     return ALL[name]()
 
@@ -442,7 +443,8 @@ def test_adaptive_errors():
                        match=r"method to be one of 'auto', 'exact', 'lloyd'. "
                              r"Received: method='kmeans'"):
         AdaptiveQuantization(4, method="kmeans")
-    with pytest.raises(ValueError, match=r"max_iter >= 0. Received: max_iter=-1"):
+    with pytest.raises(ValueError,
+                       match=r"max_iter >= 0. Received: max_iter=-1"):
         AdaptiveQuantization(4, max_iter=-1)
     with pytest.raises(TypeError, match="seed to be an int"):
         AdaptiveQuantization(4, seed=0.5)
@@ -486,9 +488,9 @@ def test_fixed_codebook_errors():
         FixedCodebook(["a", "b"])
     with pytest.raises(ValueError, match=r"at most 65536 values"):
         FixedCodebook(np.arange(65537))
-    with pytest.raises(ValueError, match=r"one trainable flag per value \(2\). "
-                                         r"Received: trainable=\[True\] "
-                                         r"\(length 1\)"):
+    with pytest.raises(ValueError,
+                       match=r"one trainable flag per value \(2\). "
+                             r"Received: trainable=\[True\] \(length 1\)"):
         FixedCodebook([0.0, 1.0], trainable=[True])
     with pytest.raises(TypeError, match=r"trainable\[1\]=1"):
         FixedCodebook([0.0, 1.0], trainable=[True, 1])

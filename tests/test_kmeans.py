@@ -24,6 +24,7 @@ def _seed_and_clear():
     (slow) `keras.backend.clear_session()` after every test is not needed."""
     yield
 
+
 def sse(v, centers, indices):
     """Squared error per row, float64, numpy."""
     v = np.asarray(v, np.float64)
@@ -323,7 +324,8 @@ def test_errors(fn):
         fn(v, True)
     with pytest.raises(TypeError, match=r"Received: k=2.0"):
         fn(v, 2.0)
-    with pytest.raises(ValueError, match=r"rank 2 .* Received: v.shape=\(5,\)"):
+    with pytest.raises(ValueError,
+                       match=r"rank 2 .* Received: v.shape=\(5,\)"):
         fn(v[0], 2)
     with pytest.raises(ValueError, match="at least one value"):
         fn(np.zeros((2, 0), np.float32), 2)
@@ -331,7 +333,8 @@ def test_errors(fn):
 
 def test_other_argument_errors():
     v = rows(1, 5)
-    with pytest.raises(ValueError, match=r"max_iter >= 0. Received: max_iter=-1"):
+    with pytest.raises(ValueError,
+                       match=r"max_iter >= 0. Received: max_iter=-1"):
         kmeans_1d(v, 2, max_iter=-1)
     with pytest.raises(TypeError, match=r"seed to be an int"):
         kmeans_1d(v, 2, seed="a")
