@@ -448,8 +448,9 @@ def _decode_indices(plan, zero):
         shift = (start % 32).astype(np.int32)
         low_bits = np.minimum(bits, 32 - shift)
         high_bits = bits - low_bits
+        # A runtime range: a folded one would store `blocks` int32s.
         base = tf.reshape(
-            tf.range(blocks, dtype=tf.int32) * words_per_block + zero, [-1, 1])
+            tf.range(zero, blocks + zero) * words_per_block, [-1, 1])
         low_at = tf.minimum(base + word_of, n_words - 1)
         high_at = tf.minimum(low_at + 1, n_words - 1)
         low = tf.math.floormod(
@@ -924,9 +925,23 @@ def _verify(data, plans):
                 int32_buffers.add(chunk)
             elif t.type == schema.TensorType.FLOAT32:
                 float_buffers.setdefault(len(chunk), set()).add(chunk)
+    # Float constants assigned to variables (the initial value of a cache).
+    assigned_shapes = set()
+    for subgraph in reader.model.subgraphs or []:
+        tensors = subgraph.tensors or []
+        for op in subgraph.operators or []:
+            if reader.op_name(op.opcodeIndex) != "ASSIGN_VARIABLE":
+                continue
+            value = tensors[int(op.inputs[1])]
+            if value.type == schema.TensorType.FLOAT32 and reader.data(value):
+                assigned_shapes.add(tuple(int(d) for d in value.shape))
     for plan in plans:
         where = (f"layer '{plan.q.layer_name}' (kernel '{plan.key}', "
                  f"{plan.q.size} weights, k={plan.q.k})")
+        if plan.tflite_shape in assigned_shapes:
+            raise ValueError(
+                f"The TFLite file stores an initial float value for the cache "
+                f"of {where}: the cached layout would not be small.")
         expected = plan.words.astype("<i4").tobytes()
         if expected not in int32_buffers:
             raise ValueError(
@@ -1047,7 +1062,7 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
         raise TypeError(
             "export_tflite expects a keras.Model. Received: "
             f"{type(keras_model).__name__}")
-    if not keras_model.built:
+    if not keras_model.built and not keras_model.variables:
         raise ValueError(
             f"Model '{keras_model.name}' is not built; build it (or call it "
             "on a batch) before exporting.")

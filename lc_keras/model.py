@@ -55,6 +55,9 @@ class _LCState(keras.layers.Layer):
         self.base_lr = weight("base_learning_rate", (), value="zeros")
         self.codebooks = []
         self.lambdas, self.targets, self.indices = [], [], []
+        # anchor = Δ(Θ) + λ/μ, kept up to date whenever μ, λ or Θ change, so
+        # that the training step computes μ/2·‖w − anchor‖² with one subtract.
+        self.anchors = []
         for group in groups:
             rows = group.kernels[0].channels if group.per_channel else 1
             self.codebooks.append(weight(
@@ -65,6 +68,7 @@ class _LCState(keras.layers.Layer):
                 name = _safe(ref.path)
                 self.lambdas.append(weight(f"lambda_{name}", shape))
                 self.targets.append(weight(f"target_{name}", shape))
+                self.anchors.append(weight(f"anchor_{name}", shape))
                 self.indices.append(
                     weight(f"indices_{name}", shape, dtype="int32"))
         self.built = True
@@ -244,7 +248,9 @@ class LCModel(keras.Model):
         value = float(value)
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"LCModel requires mu > 0. Received: mu={value}")
-        self._lc.mu.assign(value)
+        if value != float(self._lc.mu.numpy()):
+            self._lc.mu.assign(value)
+            self._refresh_anchors()
 
     # ------------------------------------------------------------------
     # L step: the penalty in the loss
@@ -257,17 +263,21 @@ class LCModel(keras.Model):
             A float32 scalar tensor.
         """
         self._require_state()
-        mu = self._lc.mu
         total = tf.constant(0.0, tf.float32)
-        refs = self._kernel_refs()
-        for ref, target, lam in zip(refs, self._lc.targets, self._lc.lambdas):
-            w = tf.cast(ref.variable.value, tf.float32)
-            if self.penalty == "augmented":
-                d = w - target.value - lam.value / mu.value
-            else:
-                d = w - target.value
+        for ref, anchor in zip(self._kernel_refs(), self._lc.anchors):
+            d = tf.cast(ref.variable.value, tf.float32) - anchor.value
             total += tf.reduce_sum(tf.square(d))
-        return 0.5 * mu.value * total
+        return 0.5 * self._lc.mu.value * total
+
+    def _refresh_anchors(self):
+        """anchor ← Δ(Θ) + λ/μ (Δ(Θ) alone in quadratic-penalty mode)."""
+        mu = self._lc.mu.value
+        for target, lam, anchor in zip(self._lc.targets, self._lc.lambdas,
+                                       self._lc.anchors):
+            if self.penalty == "augmented":
+                anchor.assign(target.value + lam.value / mu)
+            else:
+                anchor.assign(target.value)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
@@ -497,6 +507,8 @@ class LCModel(keras.Model):
                     tf.reduce_sum(tf.square(w - target)).numpy())
                 i += 1
         self._lc.steps.assign_add(1)
+        if float(self._lc.mu.numpy()) > 0:
+            self._refresh_anchors()
         return distortions
 
     def direct_compression(self):

@@ -1,0 +1,551 @@
+"""Tests of the TFLite exporter (lc_keras.export).
+
+Each exported file runs on the stock LiteRT interpreter and must match the
+Keras model whose kernels hold the quantized values, at batch sizes 1 and 8.
+"""
+
+import glob
+import importlib.util
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from lc_keras import export
+from lc_keras.export import export_quantized
+from lc_keras.export import export_tflite
+from lc_keras.export import inspect_tflite
+from lc_keras.export import pack_indices
+from lc_keras.export import unpack_indices
+from lc_keras.quantized import QuantizedKernel
+from lc_keras.quantized import bits_for
+
+ATOL = 1e-5
+
+# Codebook kinds: just codebook values (the exporter stores any codebook).
+CODEBOOKS = {
+    "binary": lambda rng, k: np.array([-1.0, 1.0]),
+    "scaled_ternary": lambda rng, k: np.array([-0.37, 0.0, 0.37]),
+    "powers_of_two": lambda rng, k: np.array(
+        [-0.5, -0.25, -0.125, 0.0, 0.125, 0.25, 0.5]),
+    "random": lambda rng, k: np.sort(rng.normal(size=k) * 0.3),
+}
+
+KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel",
+                     "embeddings")
+
+# Output-channel axes per layer kind (as the core's spec defines them).
+_LAST = lambda ndim: (ndim - 1,)  # noqa: E731
+_DEPTHWISE = lambda ndim: (ndim - 2, ndim - 1)  # noqa: E731
+
+
+def _channel_axes(layer, attribute, ndim):
+    L = keras.layers
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)) or (
+            attribute == "depthwise_kernel"):
+        return _DEPTHWISE(ndim)
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose)):
+        return (ndim - 2,)
+    return _LAST(ndim)
+
+
+def quantize(model, plan, seed=0, normalize=False):
+    """Builds a compression state by hand and loads Δ(Θ) into the model.
+
+    Args:
+        model: A built Keras model.
+        plan: `{layer name: (k, codebook kind, per_channel, group)}`; `group`
+            names a shared codebook (None: own codebook).
+        seed: Random seed.
+        normalize: Scale each codebook by 1/sqrt(fan-in) so that deep
+            models keep activations of order 1.
+
+    Returns:
+        `(variables, state)` dicts keyed by variable path.
+    """
+    rng = np.random.default_rng(seed)
+    variables, state, shared = {}, {}, {}
+    for layer in model.layers:
+        if layer.name not in plan:
+            continue
+        k, kind, per_channel, group = plan[layer.name]
+        for attribute in KERNEL_ATTRIBUTES:
+            v = getattr(layer, attribute, None)
+            if not isinstance(v, keras.Variable):
+                continue
+            shape = tuple(v.shape)
+            axes = (_channel_axes(layer, attribute, len(shape))
+                    if per_channel else ())
+            groups = int(np.prod([shape[a] for a in axes])) if axes else 1
+            if group is not None and group in shared:
+                codebook = shared[group]
+            else:
+                rows = []
+                for _ in range(groups):
+                    row = np.asarray(CODEBOOKS[kind](rng, k), np.float32)
+                    if kind != "random" and per_channel:
+                        row = row * rng.uniform(0.5, 1.5)
+                    rows.append(np.sort(row))
+                codebook = np.stack(rows).astype(np.float32)
+                if normalize:
+                    fan_in = int(np.prod(shape)) // shape[-1]
+                    codebook = codebook / np.float32(np.sqrt(fan_in))
+                if group is not None:
+                    shared[group] = codebook
+            q = QuantizedKernel(
+                name=v.path, layer_name=layer.name, attribute=attribute,
+                kind=kind, codebook=codebook,
+                indices=rng.integers(0, codebook.shape[1], shape),
+                channel_axes=axes, group=group or "")
+            v.assign(q.values())
+            variables[v.path] = v
+            state[v.path] = q
+    return variables, state
+
+
+def run_tflite(path, x, interpreter=None):
+    interpreter = interpreter or Interpreter(model_path=path)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def make_input(model, batch, rng):
+    shape = (batch,) + tuple(model.inputs[0].shape[1:])
+    if "int" in str(model.inputs[0].dtype):
+        return rng.integers(0, 20, shape).astype(np.int32)
+    return rng.normal(size=shape).astype(np.float32)
+
+
+def check_file(info, state):
+    """Every kernel stored as exactly ceil(P·b/32) int32 words."""
+    summary = inspect_tflite(info.path)
+    assert summary.custom_ops == []
+    int32_data = {}
+    for t in summary.tensors:
+        if t.dtype == "INT32" and "packed_indices" in t.name:
+            int32_data.setdefault(t.data_bytes, []).append(t.name)
+    for kernel in info.kernels:
+        q = state[kernel.name]
+        b = bits_for(q.k)
+        expected = math.ceil(q.size * b / 32) * 4
+        assert kernel.bits == b
+        assert kernel.index_bytes == expected == q.index_bytes
+        assert expected in int32_data, (kernel.name, int32_data)
+    assert len(summary.packed_kernels) == len(info.kernels)
+    assert sum(k.index_bytes for k in summary.packed_kernels) == sum(
+        k.index_bytes for k in info.kernels)
+    return summary
+
+
+def assert_matches_keras(model, info, seed=1):
+    rng = np.random.default_rng(seed)
+    interpreter = Interpreter(model_path=info.path)
+    for batch in (1, 8, 1):  # back to 1: the cache survives a resize
+        x = make_input(model, batch, rng)
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        got = run_tflite(info.path, x, interpreter)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
+
+
+# ---------------------------------------------------------------------------
+# Packing
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", list(range(1, 17)))
+def test_pack_roundtrip(bits):
+    rng = np.random.default_rng(bits)
+    for count in (0, 1, 31, 32, 33, 1000):
+        values = rng.integers(0, 1 << bits, count)
+        words = pack_indices(values, bits)
+        assert words.dtype == np.int32
+        assert words.size == math.ceil(count * bits / 32)
+        np.testing.assert_array_equal(
+            unpack_indices(words, bits, count), values)
+
+
+def test_pack_bit_order():
+    # Index i sits at bits [i*b, (i+1)*b) of the little-endian word stream.
+    assert pack_indices([1, 0, 1, 1], 1).tolist() == [0b1101]
+    assert pack_indices([3, 1], 2).tolist() == [0b0111]
+    words = pack_indices([0] * 10 + [7], 3)  # index 10 straddles words
+    assert words.view(np.uint32).tolist() == [3 << 30, 1]
+
+
+def test_pack_rejects_bad_input():
+    with pytest.raises(ValueError, match="bits=17"):
+        pack_indices([0], 17)
+    with pytest.raises(ValueError, match="do not fit"):
+        pack_indices([4], 2)
+
+
+# ---------------------------------------------------------------------------
+# Layers, codebook sizes and kinds
+# ---------------------------------------------------------------------------
+
+
+def _dense():
+    return keras.Sequential([keras.Input((12,)),
+                             keras.layers.Dense(10, name="q")])
+
+
+def _conv1d():
+    return keras.Sequential([keras.Input((9, 4)),
+                             keras.layers.Conv1D(5, 3, name="q")])
+
+
+def _conv2d():
+    return keras.Sequential([keras.Input((7, 7, 3)),
+                             keras.layers.Conv2D(6, 3, name="q")])
+
+
+def _depthwise():
+    return keras.Sequential([
+        keras.Input((7, 7, 3)),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="q")])
+
+
+def _embedding():
+    return keras.Sequential([keras.Input((5,), dtype="int32"),
+                             keras.layers.Embedding(20, 6, name="q")])
+
+
+def _conv2d_transpose():
+    return keras.Sequential([keras.Input((5, 5, 3)),
+                             keras.layers.Conv2DTranspose(4, 3, name="q")])
+
+
+def _separable():
+    return keras.Sequential([keras.Input((7, 7, 3)),
+                             keras.layers.SeparableConv2D(4, 3, name="q")])
+
+
+SINGLE_LAYER_CASES = [
+    # (model, k, codebook kind, per channel)
+    (_dense, 2, "binary", False),
+    (_dense, 3, "scaled_ternary", True),
+    (_dense, 8, "random", False),          # 3 bits: indices straddle words
+    (_dense, 100, "random", True),         # 7 bits, per channel
+    (_conv1d, 4, "random", True),
+    (_conv1d, 256, "random", False),
+    (_conv2d, 16, "random", False),
+    (_conv2d, 256, "random", True),
+    (_conv2d, 7, "powers_of_two", False),
+    (_depthwise, 16, "random", True),
+    (_depthwise, 2, "binary", False),
+    (_embedding, 256, "random", False),
+    (_embedding, 4, "random", True),
+    (_conv2d_transpose, 4, "random", False),
+    (_separable, 3, "scaled_ternary", False),
+]
+
+
+@pytest.mark.parametrize(
+    "build,k,kind,per_channel", SINGLE_LAYER_CASES,
+    ids=[f"{c[0].__name__[1:]}-k{c[1]}-{c[2]}{'-pc' if c[3] else ''}"
+         for c in SINGLE_LAYER_CASES])
+def test_single_layer_matches_keras(tmp_path, build, k, kind, per_channel):
+    model = build()
+    variables, state = quantize(model, {"q": (k, kind, per_channel, None)})
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"))
+    assert os.path.getsize(info.path) == info.size_bytes
+    summary = check_file(info, state)
+    ops = {name for _, name in summary.ops}
+    assert "TRANSPOSE" not in ops  # indices stored in TFLite's layout
+    assert_matches_keras(model, info)
+
+
+def mixed_model():
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2d")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2,
+                                     name="depthwise")(x)
+    x = keras.layers.Reshape((36, 16))(x)
+    x = keras.layers.Conv1D(8, 3, activation="relu", name="conv1d")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu", name="dense_a")(x)
+    x = keras.layers.Dense(16, activation="relu", name="dense_b")(x)
+    ids = keras.ops.cast(keras.ops.clip(
+        keras.ops.abs(x[:, :4]) * 3.0, 0, 9), "int32")
+    e = keras.layers.Embedding(10, 4, name="embedding")(ids)
+    x = keras.layers.Concatenate()([x, keras.layers.Flatten()(e)])
+    outputs = keras.layers.Dense(5, name="dense_out")(x)
+    return keras.Model(inputs, outputs)
+
+
+MIXED_PLAN = {
+    "conv2d": (3, "scaled_ternary", True, None),
+    "depthwise": (16, "random", True, None),
+    "conv1d": (256, "random", False, None),
+    "dense_a": (4, "random", False, "shared"),   # one codebook, two layers
+    "dense_b": (4, "random", False, "shared"),
+    "embedding": (7, "powers_of_two", False, None),
+    "dense_out": (2, "binary", False, None),
+}
+
+
+@pytest.mark.parametrize("layout", ["packed", "cached"])
+def test_mixed_model_matches_keras(tmp_path, layout):
+    model = mixed_model()
+    variables, state = quantize(model, MIXED_PLAN, normalize=True)
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / f"{layout}.tflite"), layout=layout)
+    assert info.layout == layout
+    summary = check_file(info, state)
+    ops = [name for _, name in summary.ops]
+    assert "TRANSPOSE" not in ops
+    if layout == "cached":
+        for op in ("CALL_ONCE", "IF", "ASSIGN_VARIABLE", "READ_VARIABLE"):
+            assert op in ops
+    # The shared codebook is stored once.
+    shared = [k for k in info.kernels if k.group == "shared"]
+    assert len(shared) == 2
+    assert info.codebook_bytes == sum(
+        {q.group: q.codebook_bytes for q in state.values()}.values())
+    assert_matches_keras(model, info)
+
+
+def test_static_batch_small_kernel_not_folded(tmp_path):
+    # No dynamic batch to anchor the decoding: the exporter uses the data.
+    model = keras.Sequential([keras.Input((6,), batch_size=2),
+                              keras.layers.Dense(3, name="q")])
+    variables, state = quantize(model, {"q": (4, "random", False, None)})
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"))
+    check_file(info, state)
+    x = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+    np.testing.assert_allclose(run_tflite(info.path, x), model(x),
+                               rtol=0, atol=ATOL)
+
+
+def test_file_sizes_are_close_to_the_bound(tmp_path):
+    model = keras.Sequential([keras.Input((64,)),
+                              keras.layers.Dense(64, name="q")])
+    variables, state = quantize(model, {"q": (2, "binary", False, None)})
+    packed = export_quantized(model, variables, state,
+                              str(tmp_path / "p.tflite"))
+    cached = export_quantized(model, variables, state,
+                              str(tmp_path / "c.tflite"), layout="cached")
+    float_bytes = 64 * 64 * 4
+    assert packed.index_bytes == 64 * 64 // 8
+    assert packed.size_bytes < float_bytes / 2
+    assert cached.size_bytes < float_bytes / 2
+
+
+def test_input_signature_argument(tmp_path, monkeypatch):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.q = keras.layers.Dense(3, name="q")
+
+        def call(self, x):
+            return self.q(x)
+
+    net = Net()
+    net(np.zeros((1, 5), np.float32))
+    variables, state = {}, {}
+    rng = np.random.default_rng(0)
+    v = net.q.kernel
+    q = QuantizedKernel(v.path, "q", "kernel", "random",
+                        np.array([[-0.5, 0.1, 0.7]], np.float32),
+                        rng.integers(0, 3, (5, 3)))
+    v.assign(q.values())
+    variables[v.path], state[v.path] = v, q
+    x = rng.normal(size=(8, 5)).astype(np.float32)
+    # From the build config (float32 input).
+    info = export_quantized(net, variables, state, str(tmp_path / "a.tflite"))
+    np.testing.assert_allclose(run_tflite(info.path, x), net(x), atol=ATOL)
+    # Explicit signature.
+    info = export_quantized(
+        net, variables, state, str(tmp_path / "b.tflite"),
+        input_signature=tf.TensorSpec((None, 5), tf.float32))
+    np.testing.assert_allclose(run_tflite(info.path, x), net(x), atol=ATOL)
+    with pytest.raises(TypeError, match="input_signature"):
+        export_quantized(net, variables, state, str(tmp_path / "c.tflite"),
+                         input_signature=(None, 5))
+    monkeypatch.setattr(net, "get_build_config", lambda: None)
+    with pytest.raises(ValueError, match="input signature"):
+        export_quantized(net, variables, state, str(tmp_path / "c.tflite"))
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes and errors
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small():
+    model = _dense()
+    variables, state = quantize(model, {"q": (4, "random", False, None)})
+    return model, variables, state
+
+
+def test_failure_while_writing_keeps_previous_file(tmp_path, small,
+                                                   monkeypatch):
+    model, variables, state = small
+    path = str(tmp_path / "m.tflite")
+    export_quantized(model, variables, state, path)
+    before = open(path, "rb").read()
+
+    def broken_fsync(fd):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(export.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="simulated"):
+        export_quantized(model, variables, state, path, layout="cached")
+    assert open(path, "rb").read() == before
+    assert glob.glob(str(tmp_path / ".*tmp")) == []
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+def test_failed_verification_writes_nothing(tmp_path, small, monkeypatch):
+    model, variables, state = small
+    path = str(tmp_path / "m.tflite")
+    # A converter that folds the decoding: a plain float model.
+    f = tf.function(lambda x: model(x),
+                    input_signature=[tf.TensorSpec((None, 12))])
+    float_bytes = tf.lite.TFLiteConverter.from_concrete_functions(
+        [f.get_concrete_function()], model).convert()
+    monkeypatch.setattr(export, "_convert", lambda *a: float_bytes)
+    with pytest.raises(ValueError, match="layer 'q'.*packed int32 words"):
+        export_quantized(model, variables, state, path)
+    assert not os.path.exists(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_rejects_non_builtin_ops(tmp_path, small, monkeypatch):
+    model, variables, state = small
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"))
+    data = open(info.path, "rb").read()
+    plans = export._plan(model, variables, state)
+    export._verify(data, plans)  # the real file passes
+    monkeypatch.setattr(export._Model, "op_name",
+                        lambda self, index: "CUSTOM:FlexMatMul")
+    with pytest.raises(ValueError, match="non-builtin ops.*FlexMatMul"):
+        export._verify(data, plans)
+
+
+@pytest.mark.parametrize("path,match", [
+    ("model.tfl", "must end in '.tflite'"),
+    ("model.tflite.tmp", "must end in '.tflite'"),
+    ("/no/such/folder/model.tflite", "folder of the export path"),
+])
+def test_bad_paths(small, path, match):
+    model, variables, state = small
+    with pytest.raises(ValueError, match=match):
+        export_quantized(model, variables, state, path)
+
+
+def test_bad_layout(tmp_path, small):
+    model, variables, state = small
+    with pytest.raises(ValueError, match="layout='fast'"):
+        export_quantized(model, variables, state,
+                         str(tmp_path / "m.tflite"), layout="fast")
+
+
+def test_empty_state(tmp_path, small):
+    model, variables, _ = small
+    with pytest.raises(ValueError, match="never ran a C step"):
+        export_quantized(model, {}, {}, str(tmp_path / "m.tflite"))
+
+
+def test_bad_states(tmp_path, small):
+    model, variables, state = small
+    (key, q), = state.items()
+    path = str(tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="no variable"):
+        export_quantized(model, {}, state, path)
+    other = keras.Variable(np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="no compression state"):
+        export_quantized(model, {**variables, "other": other}, state, path)
+    with pytest.raises(ValueError, match="not a variable of the exported"):
+        export_quantized(model, {key: other}, state, path)
+    wrong = QuantizedKernel(q.name, "q", "kernel", "x", q.codebook,
+                            q.indices[:3])
+    with pytest.raises(ValueError, match=r"layer 'q'.*shape \(3, 10\)"):
+        export_quantized(model, variables, {key: wrong}, path)
+    out_of_range = QuantizedKernel(q.name, "q", "kernel", "x",
+                                   q.codebook[:, :2], q.indices)
+    with pytest.raises(ValueError, match=r"layer 'q'.*outside \[0, 2\)"):
+        export_quantized(model, variables, {key: out_of_range}, path)
+    with pytest.raises(TypeError, match="LCModel"):
+        export_tflite(model, path)
+    assert not os.path.exists(path)
+
+
+# ---------------------------------------------------------------------------
+# Inspection tool
+# ---------------------------------------------------------------------------
+
+
+def test_inspect_tool_report(tmp_path, small):
+    model, variables, state = small
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"))
+    spec = importlib.util.spec_from_file_location(
+        "inspect_tflite_tool",
+        os.path.join(os.path.dirname(__file__), "..", "tools",
+                     "inspect_tflite.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = tool.report(info.path)
+    assert f"Size: {info.size_bytes:,} bytes" in text
+    assert "FULLY_CONNECTED" in text
+    assert "packed_indices" in text
+    assert "non-builtin ops: none" in text
+    (kernel,) = info.kernels
+    assert kernel.bits == 2 and kernel.words == math.ceil(120 * 2 / 32)
+    assert f"{32 * kernel.words / kernel.size:.3f}" in text  # bits/weight
+
+
+# ---------------------------------------------------------------------------
+# End to end through LCModel
+# ---------------------------------------------------------------------------
+
+
+def test_lcmodel_end_to_end(tmp_path):
+    import lc_keras as lc
+
+    net = keras.Sequential([
+        keras.Input((8, 8, 2)),
+        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(12, activation="relu", name="dense_1"),
+        keras.layers.Dense(3, name="out"),
+    ])
+    model = lc.LCModel(net, compression={
+        "conv": lc.AdaptiveQuantization(4, per_channel=True),
+        "dense_1": lc.AdaptiveQuantization(16),
+        "out": lc.BinaryQuantization(),
+    })
+    with pytest.raises(ValueError, match="C step"):
+        export_tflite(model, str(tmp_path / "early.tflite"))
+    model.direct_compression()
+    reference = model.quantized_model()
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 2)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(reference(x))
+    state = model.compression_state()
+    for layout in ("packed", "cached"):
+        info = export_tflite(model, str(tmp_path / f"{layout}.tflite"),
+                             layout=layout)
+        assert [k.name for k in info.kernels] == list(state)
+        assert [k.bits for k in info.kernels] == [2, 4, 1]
+        check_file(info, state)
+        np.testing.assert_allclose(run_tflite(info.path, x), expected,
+                                   rtol=0, atol=ATOL)
+    # A model reloaded from a .keras file exports the same numbers.
+    model.save(str(tmp_path / "model.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "model.keras"))
+    info = export_tflite(loaded, str(tmp_path / "loaded.tflite"))
+    np.testing.assert_allclose(run_tflite(info.path, x), expected,
+                               rtol=0, atol=ATOL)
