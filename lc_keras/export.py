@@ -419,26 +419,65 @@ def _safe_name(text):
     return re.sub(r"[^A-Za-z0-9_.\-/]", "_", text).strip("/") or "kernel"
 
 
-def _decode_indices(plan, zero):
-    """TF ops: packed int32 words -> int32 indices in TFLite layout.
+def _codebook(plan, codebooks):
+    if plan.codebook_key not in codebooks:
+        codebooks[plan.codebook_key] = tf.constant(
+            plan.q.codebook.reshape(-1), tf.float32,
+            name=f"lc/{_safe_name(plan.q.group)}/codebook")
+    return codebooks[plan.codebook_key]
 
-    `zero` is a runtime int32 scalar equal to 0; it keeps the converter from
-    folding the chain into a constant.
-    """
+
+def _words_name(plan):
+    return f"lc/{_safe_name(plan.key)}/packed_indices"
+
+
+def _first(flat, count, shape):
+    """The first `count` entries of `flat`, reshaped."""
+    if flat.shape[0] != count:
+        flat = flat[:count]
+    return tf.reshape(flat, shape)
+
+
+def _decode_by_bytes(plan, zero, codebooks):
+    """b in {1, 2, 4, 8}: BITCAST the words to bytes, then GATHER rows of a
+    256-entry table (one row per byte value: its 8/b indices or values)."""
+    bits, k = plan.bits, plan.q.k
+    per_byte = 8 // bits
+    words = tf.constant(plan.words, tf.int32, name=_words_name(plan))
+    # Little-endian bytes of the bit stream (TFLite targets are LE).
+    data = tf.cast(tf.bitcast(words + zero, tf.uint8), tf.int32)  # [W, 4]
+    byte_values = tf.reshape(tf.range(zero, 256 + zero), [-1, 1])
+    fields = tf.math.floormod(
+        tf.bitwise.right_shift(
+            byte_values,
+            tf.constant(np.arange(per_byte, dtype=np.int32) * bits)),
+        1 << bits)  # [256, 8/b]: the indices packed in each byte value
+    codebook = _codebook(plan, codebooks)
+    count = plan.q.size
+    if plan.offsets is None:
+        # Byte values never seen can hold indices >= k: clip them.
+        table = tf.gather(codebook, tf.minimum(fields, k - 1))
+        return _first(tf.reshape(tf.gather(table, data), [-1]), count,
+                      plan.tflite_shape)
+    indices = data if bits == 8 else tf.gather(fields, data)
+    indices = _first(tf.reshape(indices, [-1]), count, plan.tflite_shape)
+    return tf.gather(codebook, indices + tf.constant(plan.offsets))
+
+
+def _decode_by_shifts(plan, zero, codebooks):
+    """Any b: RIGHT_SHIFT + FLOOR_MOD on the words, then GATHER."""
     bits, count = plan.bits, plan.q.size
     n_words = int(plan.words.size)
-    name = f"lc/{_safe_name(plan.key)}/packed_indices"
     if 32 % bits == 0:
         per_word = 32 // bits
         # Stored as [words, 1] so that no folded reshape renames it.
-        words = tf.constant(plan.words.reshape(-1, 1), tf.int32, name=name)
+        words = tf.constant(plan.words.reshape(-1, 1), tf.int32,
+                            name=_words_name(plan))
         shifts = tf.constant(np.arange(per_word, dtype=np.int32) * bits) + zero
         fields = tf.bitwise.right_shift(words, shifts)
         flat = tf.reshape(tf.math.floormod(fields, 1 << bits), [-1])
-        if n_words * per_word != count:
-            flat = flat[:count]
     else:
-        words = tf.constant(plan.words, tf.int32, name=name)
+        words = tf.constant(plan.words, tf.int32, name=_words_name(plan))
         # Indices straddle words: a block of n words holds m indices.
         g = math.gcd(bits, 32)
         per_block, words_per_block = 32 // g, bits // g
@@ -458,23 +497,23 @@ def _decode_indices(plan, zero):
             (1 << low_bits).astype(np.int32))
         high = tf.math.floormod(tf.gather(words, high_at),
                                 (1 << high_bits).astype(np.int32))
-        fields = low + high * (1 << low_bits).astype(np.int32)
-        flat = tf.reshape(fields, [-1])
-        if blocks * per_block != count:
-            flat = flat[:count]
-    return tf.reshape(flat, plan.tflite_shape)
+        flat = tf.reshape(low + high * (1 << low_bits).astype(np.int32),
+                          [-1])
+    indices = _first(flat, count, plan.tflite_shape)
+    if plan.offsets is not None:
+        indices = indices + tf.constant(plan.offsets)
+    return tf.gather(_codebook(plan, codebooks), indices)
 
 
 def _decode_kernel(plan, zero, codebooks):
-    """TF ops: packed words -> float kernel in TFLite layout."""
-    indices = _decode_indices(plan, zero)
-    if plan.offsets is not None:
-        indices = indices + tf.constant(plan.offsets)
-    if plan.codebook_key not in codebooks:
-        codebooks[plan.codebook_key] = tf.constant(
-            plan.q.codebook.reshape(-1), tf.float32,
-            name=f"lc/{_safe_name(plan.q.group)}/codebook")
-    return tf.gather(codebooks[plan.codebook_key], indices)
+    """TF ops: packed int32 words -> float kernel in TFLite layout.
+
+    `zero` is a runtime int32 scalar equal to 0; it keeps the converter from
+    folding the decoding into a float constant.
+    """
+    if plan.bits in (1, 2, 4, 8):
+        return _decode_by_bytes(plan, zero, codebooks)
+    return _decode_by_shifts(plan, zero, codebooks)
 
 
 def _to_keras_layout(plan, value):
@@ -800,62 +839,108 @@ class _Model:
             name, bytes) else str(name or "")
 
 
+_DECODE_OPS = frozenset((
+    "ADD", "BITCAST", "CAST", "FLOOR_MOD", "GATHER", "MINIMUM", "MUL",
+    "RANGE", "RESHAPE", "RIGHT_SHIFT", "SHAPE", "STRIDED_SLICE"))
+
+
 def _find_packed(reader):
-    """Packed kernels: GATHER(const float codebook, runtime positions) whose
-    positions are computed from an int32 constant that feeds RIGHT_SHIFT or
-    is gathered from."""
+    """Finds the decoded kernels of a file written by `export_tflite`.
+
+    A kernel is a float GATHER whose positions are computed from an int32
+    constant of packed words (one that is shifted by RIGHT_SHIFT, gathered
+    from, or offset by ADD and then BITCAST to bytes) and whose params come
+    from a float constant (the codebook, directly or through a GATHER that
+    builds a per-byte table).
+    """
     found = []
     schema = reader.schema
     for s, subgraph in enumerate(reader.model.subgraphs or []):
         tensors = subgraph.tensors or []
         ops = subgraph.operators or []
-        producer = {}
+        producer, consumers = {}, {}
         for op in ops:
             for t in op.outputs if op.outputs is not None else []:
                 producer[int(t)] = op
-        for op in ops:
-            if reader.op_name(op.opcodeIndex) != "GATHER":
-                continue
-            params, positions = int(op.inputs[0]), int(op.inputs[1])
-            cb = tensors[params]
-            if cb.type != schema.TensorType.FLOAT32 or not reader.data(cb):
-                continue
-            if reader.data(tensors[positions]):
-                continue  # constant positions: not a decoder
-            # Walk back from the positions, collecting int32 words tensors.
-            words, stack, seen = None, [positions], set()
+            for t in op.inputs if op.inputs is not None else []:
+                consumers.setdefault(int(t), []).append(op)
+
+        def name_of(op):
+            return reader.op_name(op.opcodeIndex)
+
+        def is_const(i, dtype):
+            return tensors[i].type == dtype and bool(
+                reader.data(tensors[i]))
+
+        def words_of(start):
+            best, stack, seen = None, [start], set()
             while stack:
                 t = stack.pop()
                 if t in seen or t not in producer:
                     continue
                 seen.add(t)
-                p = producer[t]
-                name = reader.op_name(p.opcodeIndex)
-                for position, i in enumerate(p.inputs):
-                    i = int(i)
+                op = producer[t]
+                name = name_of(op)
+                if name not in _DECODE_OPS:
+                    continue
+                feeds_bitcast = name == "ADD" and any(
+                    name_of(c) == "BITCAST"
+                    for o in op.outputs for c in consumers.get(int(o), []))
+                for position, i in enumerate(int(i) for i in op.inputs):
                     if i < 0:
                         continue
-                    tensor = tensors[i]
-                    if reader.data(tensor):
-                        feeds = (name == "RIGHT_SHIFT" and position == 0) or (
-                            name == "GATHER" and position == 0) or (
-                            name == "RESHAPE" and position == 0)
-                        if feeds and tensor.type == schema.TensorType.INT32:
-                            size = len(reader.data(tensor)) // 4
-                            if words is None or size > words[1]:
-                                words = (i, size)
-                    else:
+                    if not reader.data(tensors[i]):
                         stack.append(i)
+                        continue
+                    packed = (feeds_bitcast or (
+                        name in ("RIGHT_SHIFT", "GATHER") and position == 0))
+                    if packed and is_const(i, schema.TensorType.INT32):
+                        size = len(reader.data(tensors[i])) // 4
+                        if best is None or size > best[1]:
+                            best = (i, size)
+            return best
+
+        def codebook_of(t):
+            if is_const(t, schema.TensorType.FLOAT32):
+                return t
+            # Or a per-byte table GATHERed from it (not a decoded kernel:
+            # the table's positions do not come from packed words).
+            op = producer.get(t)
+            if op is not None and name_of(op) == "GATHER" and words_of(
+                    int(op.inputs[1])) is None:
+                table = int(op.inputs[0])
+                if is_const(table, schema.TensorType.FLOAT32):
+                    return table
+            return None
+
+        for op in ops:
+            if name_of(op) != "GATHER":
+                continue
+            out = int(op.outputs[0])
+            if tensors[out].type != schema.TensorType.FLOAT32:
+                continue
+            codebook = codebook_of(int(op.inputs[0]))
+            if codebook is None or reader.data(tensors[int(op.inputs[1])]):
+                continue
+            words = words_of(int(op.inputs[1]))
             if words is None:
                 continue
-            out = tensors[int(op.outputs[0])]
-            shape = [int(d) for d in (out.shape if out.shape is not None
-                                      else [])]
+            # Follow reshapes and the slice that drops padding indices.
+            while True:
+                nxt = consumers.get(out, [])
+                if len(nxt) == 1 and name_of(nxt[0]) in (
+                        "RESHAPE", "STRIDED_SLICE") and int(
+                            nxt[0].inputs[0]) == out:
+                    out = int(nxt[0].outputs[0])
+                else:
+                    break
+            shape = [int(d) for d in (tensors[out].shape if tensors[
+                out].shape is not None else [])]
             weights = int(np.prod(shape)) if shape and min(shape) > 0 else 0
             found.append(PackedKernelInfo(
                 subgraph=s, name=reader.name(tensors[words[0]]),
                 weights=weights, words=words[1],
-                codebook_entries=len(reader.data(cb)) // 4))
+                codebook_entries=len(reader.data(tensors[codebook])) // 4))
     return found
 
 

@@ -196,8 +196,8 @@ class ModelProfile:
     (266200, 410)
     >>> p.index_bytes, p.codebook_bytes, p.float_bytes
     (33280, 24, 1640)
-    >>> round(p.ratio, 2), round(p.paper_ratio, 2)
-    (30.51, 30.51)
+    >>> round(p.ratio, 1), round(p.paper_ratio, 1)
+    (30.5, 30.5)
     """
 
     name: str
@@ -346,7 +346,8 @@ def profile(model):
     Example:
 
     >>> import keras, lc_keras as lc
-    >>> net = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
+    >>> net = keras.Sequential([keras.Input((16,)),
+    ...                         keras.layers.Dense(8, name="dense")])
     >>> model = lc.LCModel(net, compression=lc.TernaryQuantization())
     >>> _ = model.direct_compression()
     >>> p = profile(model)
@@ -531,8 +532,8 @@ def summary(model, print_fn=print, max_values=4):
     Example:
 
     >>> import keras, lc_keras as lc
-    >>> net = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)],
-    ...                        name="net")
+    >>> net = keras.Sequential([keras.Input((16,)),
+    ...                         keras.layers.Dense(8, name="dense")])
     >>> model = lc.LCModel(net, compression=lc.BinaryQuantization(),
     ...                    name="lc")
     >>> _ = model.direct_compression()

@@ -157,11 +157,13 @@ def test_long_codebooks_are_abbreviated():
     lines = []
     summary(model, print_fn=lines.append, max_values=3)
     row = next(l for l in lines if l.startswith("| dense/kernel"))
-    assert row.count(",") == 3 and "..." in row  # 2 first values, ..., last
+    values = row[row.index("["):row.index("]") + 1]
+    assert values.count(",") == 3 and "..." in values  # 2 first, ..., last
 
 
 def test_profile_of_a_loaded_model(tmp_path):
     model = golden_model()
+    model(np.zeros((1, 6), np.float32))  # built, so that it saves quietly
     path = os.path.join(tmp_path, "lc.keras")
     model.save(path)
     loaded = keras.models.load_model(path)

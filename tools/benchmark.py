@@ -1,0 +1,461 @@
+r"""Benchmarks: DC, iDC, straight-through (STE) and LC on Fashion-MNIST; speed.
+
+Quality (`--mode=quality`): for LeNet300 (784-300-100-10 ReLU) and LeNet5
+(Caffe variant: conv20-pool-conv50-pool-500-10), trains or loads a reference
+(30 epochs SGD Nesterov 0.9, lr 0.1·0.9^epoch, batch 128), then quantizes
+every layer's kernel (per-layer codebooks, float biases) with
+
+* DC  — direct compression: project the reference weights once;
+* iDC — iterated DC: alternate plain retraining and re-quantization
+        (an `LCModel` with λ ≡ 0 and μ ≈ 0, C step every L-step boundary);
+* STE — straight-through / BinaryConnect-style: the forward pass uses the
+        weights snapped to the current codebook, gradients go to the float
+        weights; the codebook is refit (warm-started C step) every epoch;
+* LC  — `LCModel` + `MuSchedule`,
+
+all at the same epoch budget (`--epochs`), and reports for the quantized net
+the test error, the full-training-set loss, ρ, epochs and wall time. Rows go
+to `<out_dir>/results_<model>.md` and `.json` (and `results_<model>.png` of
+test error vs ρ when matplotlib is installed).
+
+Speed (`--mode=speed`): (a) LC `fit` epoch time over plain Keras `fit` epoch
+time on the same model and data, interleaved; (b) the share of LC wall time
+spent in C steps; (c) the adaptive C step on 1M float32 weights at K = 4, 16,
+256 against `sklearn.cluster.KMeans(n_init=1)` (time and distortion).
+
+    python tools/benchmark.py --mode=quality --model=lenet300 --codebooks=k2
+    python tools/benchmark.py --mode=speed
+"""
+
+import json
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import lc_keras as lc
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("mode", "quality", ["quality", "speed"], "What to run.")
+flags.DEFINE_list("model", ["lenet300"], "lenet300 and/or lenet5.")
+flags.DEFINE_list("methods", ["dc", "idc", "ste", "lc"], "Methods to run.")
+flags.DEFINE_list("codebooks", ["k2", "k4", "k8", "k16", "sb", "st"],
+                  "kN: adaptive K=N; sb: scaled binary; st: scaled ternary.")
+flags.DEFINE_integer("epochs", 60, "Epoch budget of iDC, STE and LC.")
+flags.DEFINE_integer("long_epochs", 0, "If > 0, one extra LC run this long "
+                     "(K of the first codebook).")
+flags.DEFINE_integer("ref_epochs", 30, "Epochs of the reference.")
+flags.DEFINE_integer("epochs_per_step", 2, "Epochs per L step (LC, iDC).")
+flags.DEFINE_float("mu0", 1e-4, "LC: first mu.")
+flags.DEFINE_float("growth", None, "LC: mu growth per LC step (default: "
+                   "reach mu0·growth^(steps-1) = 1.7 at the last step).")
+flags.DEFINE_float("lr", 0.1, "Learning rate of iDC, STE and LC.")
+flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay per LC step "
+                   "(per epoch-pair for STE).")
+flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
+flags.DEFINE_integer("train_subset", 0, "Use only this many training "
+                     "images (0: all); for smoke runs.")
+flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX folder.")
+flags.DEFINE_string("out_dir", "runs/bench", "Where references and results "
+                    "go.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_integer("speed_epochs", 4, "Speed: epochs of each of plain and "
+                     "LC fit (interleaved, first of each dropped).")
+
+MU_END = 1.7  # mu at the last LC step of the default schedule (1e-4·1.4^29)
+
+
+def lenet300():
+    return keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(300, activation="relu", name="dense_1"),
+        keras.layers.Dense(100, activation="relu", name="dense_2"),
+        keras.layers.Dense(10, activation="softmax", name="dense_3"),
+    ], name="lenet300")
+
+
+def lenet5():
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(20, 5, name="conv_1"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(50, 5, name="conv_2"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(500, activation="relu", name="dense_1"),
+        keras.layers.Dense(10, activation="softmax", name="dense_2"),
+    ], name="lenet5")
+
+
+ARCHITECTURES = {"lenet300": lenet300, "lenet5": lenet5}
+
+
+def quantization(name):
+    if name.startswith("k"):
+        return lc.AdaptiveQuantization(int(name[1:]))
+    return {"sb": lc.ScaledBinaryQuantization,
+            "st": lc.ScaledTernaryQuantization}[name]()
+
+
+def codebook_label(name):
+    return {"sb": "scaled binary", "st": "scaled ternary"}.get(
+        name, f"K={name[1:]}")
+
+
+def sgd(lr):
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def load_data(arch):
+    (x, y), (xt, yt) = lc.datasets.load_fashion_mnist(FLAGS.data_dir)
+    x = np.asarray(x, np.float32) / 255.0
+    xt = np.asarray(xt, np.float32) / 255.0
+    if arch == "lenet300":
+        x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    else:
+        x, xt = x[..., None], xt[..., None]
+    if FLAGS.train_subset:
+        x, y = x[:FLAGS.train_subset], y[:FLAGS.train_subset]
+    return x, y, xt, yt
+
+
+def reference_model(arch, x, y, xt, yt):
+    path = os.path.join(FLAGS.out_dir, f"{arch}_reference.keras")
+    if os.path.exists(path):
+        return keras.models.load_model(path)
+    model = ARCHITECTURES[arch]()
+    model.compile(sgd(0.1), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    decay = keras.callbacks.LearningRateScheduler(lambda e: 0.1 * 0.9 ** e)
+    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.ref_epochs,
+              validation_data=(xt, yt), callbacks=[decay], verbose=2)
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def copy_of(reference):
+    net = keras.models.clone_model(reference)
+    net.set_weights(reference.get_weights())
+    return net
+
+
+def measure(model, x, y, xt, yt):
+    """(test error %, full training loss) of a compiled model."""
+    _, acc = model.evaluate(xt, yt, batch_size=2048, verbose=0)
+    loss, _ = model.evaluate(x, y, batch_size=2048, verbose=0)
+    return 100.0 * (1.0 - acc), float(loss)
+
+
+def compile_lc(model):
+    model.compile(sgd(FLAGS.lr), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def lc_schedule(epochs, mu0, growth):
+    steps = max(1, epochs // FLAGS.epochs_per_step)
+    if growth is None:
+        growth = (MU_END / mu0) ** (1.0 / max(1, steps - 1))
+    return lc.MuSchedule(mu0=mu0, growth=max(1.0, growth), steps=steps,
+                         epochs_per_step=FLAGS.epochs_per_step,
+                         lr_decay=FLAGS.lr_decay or None)
+
+
+def run_dc(reference, codebook, data):
+    model = compile_lc(lc.LCModel(copy_of(reference),
+                                  compression=quantization(codebook)))
+    model.direct_compression()
+    return model, 0
+
+
+def run_lc(reference, codebook, data, epochs=None, penalty="augmented",
+           mu0=None, growth=None):
+    x, y, xt, yt = data
+    epochs = epochs or FLAGS.epochs
+    model = compile_lc(lc.LCModel(copy_of(reference),
+                                  compression=quantization(codebook),
+                                  penalty=penalty))
+    schedule = lc_schedule(epochs, mu0 or FLAGS.mu0,
+                           FLAGS.growth if growth is None else growth)
+    model.fit(x, y, batch_size=FLAGS.batch_size,
+              epochs=schedule.total_epochs, validation_data=(xt, yt),
+              callbacks=[schedule], verbose=2)
+    return model, schedule.total_epochs
+
+
+def run_idc(reference, codebook, data):
+    # λ ≡ 0 and μ ≈ 0: plain retraining between re-quantizations.
+    return run_lc(reference, codebook, data, penalty="quadratic", mu0=1e-12,
+                  growth=1.0)
+
+
+class _STE(lc.LCModel):
+    """Straight-through training: forward on weights snapped to codebooks."""
+
+    def __init__(self, net, compression):
+        super().__init__(net, compression=compression, name="ste",
+                         penalty="quadratic")
+        state = self._lc
+        self.ste_codebooks = [
+            tf.Variable(tf.zeros_like(c.value), trainable=False)
+            for c in state.codebooks]
+        self.ste_groups = [
+            (g, [r for r in group.kernels])
+            for g, group in enumerate(state.groups)]
+
+    def refresh_codebooks(self):
+        for var, codebook in zip(self.ste_codebooks, self._lc.codebooks):
+            var.assign(codebook.value)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            mapping = []
+            for g, refs in self.ste_groups:
+                codebook = self.ste_codebooks[g]
+                for ref in refs:
+                    w = ref.variable.value
+                    z = lc.kmeans.assign_nearest(
+                        tf.reshape(w, [1, -1]), codebook)
+                    snapped = tf.reshape(tf.gather(codebook[0], z[0]),
+                                         tf.shape(w))
+                    mapping.append(
+                        (ref.variable, w + tf.stop_gradient(snapped - w)))
+            with keras.StatelessScope(state_mapping=mapping):
+                y_pred = self(x, training=True)
+            loss = keras.losses.sparse_categorical_crossentropy(y, y_pred)
+            loss = tf.reduce_mean(loss)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
+        logs["loss"] = loss
+        return logs
+
+
+class _STECallback(keras.callbacks.Callback):
+    def __init__(self, lr_decay):
+        super().__init__()
+        self.lr_decay = lr_decay
+        self.lr0 = None
+
+    def on_train_begin(self, logs=None):
+        self.model.direct_compression()
+        self.model.refresh_codebooks()
+        self.lr0 = float(self.model.optimizer.learning_rate.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.lr_decay:
+            self.model.optimizer.learning_rate.assign(
+                self.lr0 * self.lr_decay ** (epoch // FLAGS.epochs_per_step))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.c_step()  # refit the codebook to the float weights
+        self.model.refresh_codebooks()
+
+
+def run_ste(reference, codebook, data):
+    x, y, xt, yt = data
+    model = compile_lc(_STE(copy_of(reference), quantization(codebook)))
+    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
+              callbacks=[_STECallback(FLAGS.lr_decay)], verbose=2)
+    return model, FLAGS.epochs
+
+
+RUNNERS = {"dc": run_dc, "idc": run_idc, "ste": run_ste, "lc": run_lc}
+LABELS = {"dc": "DC", "idc": "iDC", "ste": "STE", "lc": "LC"}
+
+
+def write_results(arch, rows, reference_row):
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    base = os.path.join(FLAGS.out_dir, f"results_{arch}")
+    with open(base + ".json", "w") as f:
+        json.dump({"reference": reference_row, "rows": rows}, f, indent=1)
+    lines = [
+        f"| {arch} | codebook | test error % | train loss | rho | epochs | "
+        "seconds |", "|---|---|---|---|---|---|---|",
+        f"| reference | float | {reference_row['test_error']:.2f} | "
+        f"{reference_row['train_loss']:.4f} | 1.0 | "
+        f"{FLAGS.ref_epochs} | - |"]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['codebook']} | {r['test_error']:.2f} | "
+            f"{r['train_loss']:.4f} | {r['rho']:.1f} | {r['epochs']} | "
+            f"{r['seconds']:.0f} |")
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.info("matplotlib not installed: no plot.")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in rows}):
+        pts = sorted((r["rho"], r["test_error"]) for r in rows
+                     if r["method"] == method)
+        ax.plot(*zip(*pts), "o-", label=method)
+    ax.axhline(reference_row["test_error"], color="k", ls="--",
+               label="reference")
+    ax.set_xlabel("compression ratio ρ")
+    ax.set_ylabel("test error %")
+    ax.set_title(f"{arch} on Fashion-MNIST")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(base + ".png", dpi=120)
+
+
+def quality():
+    for arch in FLAGS.model:
+        data = load_data(arch)
+        x, y, xt, yt = data
+        reference = reference_model(arch, *data)
+        err, loss = measure(reference, x, y, xt, yt)
+        reference_row = {"test_error": err, "train_loss": loss}
+        rows = []
+        for codebook in FLAGS.codebooks:
+            for method in FLAGS.methods:
+                keras.utils.set_random_seed(FLAGS.seed)
+                start = time.time()
+                model, epochs = RUNNERS[method](reference, codebook, data)
+                seconds = time.time() - start
+                err, loss = measure(model, x, y, xt, yt)
+                rows.append({
+                    "method": LABELS[method],
+                    "codebook": codebook_label(codebook),
+                    "test_error": err, "train_loss": loss,
+                    "rho": lc.compression_ratio(model), "epochs": epochs,
+                    "seconds": seconds})
+                logging.info("%s", rows[-1])
+                write_results(arch, rows, reference_row)
+        if FLAGS.long_epochs:
+            keras.utils.set_random_seed(FLAGS.seed)
+            start = time.time()
+            model, epochs = run_lc(reference, FLAGS.codebooks[0], data,
+                                   epochs=FLAGS.long_epochs)
+            err, loss = measure(model, x, y, xt, yt)
+            rows.append({
+                "method": "LC (long)",
+                "codebook": codebook_label(FLAGS.codebooks[0]),
+                "test_error": err, "train_loss": loss,
+                "rho": lc.compression_ratio(model), "epochs": epochs,
+                "seconds": time.time() - start})
+            write_results(arch, rows, reference_row)
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def speed():
+    lines = ["| model | plain epoch s | LC epoch s | ratio | C-step share |",
+             "|---|---|---|---|---|"]
+    for arch in FLAGS.model:
+        x, y, _, _ = load_data(arch)
+        plain_times, lc_times, c_time, lc_total = [], [], 0.0, 0.0
+        plain = ARCHITECTURES[arch]()
+        plain.compile(sgd(0.01), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        model = compile_lc(lc.LCModel(ARCHITECTURES[arch](),
+                                      compression=lc.AdaptiveQuantization(2)))
+        model.optimizer.learning_rate.assign(0.01)
+        schedule = lc.MuSchedule(mu0=1e-4, growth=1.4, steps=1000,
+                                 epochs_per_step=1, strict=False)
+        original = model.c_step
+
+        def timed_c_step(*args, **kwargs):
+            nonlocal c_time
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                c_time += time.perf_counter() - start
+
+        model.c_step = timed_c_step
+        for i in range(FLAGS.speed_epochs):
+            # Interleave one plain and one LC epoch so both see the same
+            # machine load; the first of each (tracing) is dropped.
+            timer = _EpochTimer()
+            plain.fit(x, y, batch_size=FLAGS.batch_size, epochs=i + 1,
+                      initial_epoch=i, callbacks=[timer], verbose=0)
+            plain_times += timer.times[-1:] if i else []
+            timer = _EpochTimer()
+            start = time.perf_counter()
+            c_before = c_time
+            model.fit(x, y, batch_size=FLAGS.batch_size, epochs=i + 1,
+                      initial_epoch=i, callbacks=[schedule, timer], verbose=0)
+            if i:
+                lc_times += timer.times[-1:]
+                lc_total += time.perf_counter() - start
+            else:
+                c_time = c_before
+        p, q = statistics.median(plain_times), statistics.median(lc_times)
+        lines.append(f"| {arch} | {p:.2f} | {q:.2f} | {q / p:.3f} | "
+                     f"{100 * c_time / lc_total:.2f}% |")
+        print(lines[-1])
+    lines += ["", "| K | lc_keras s | lc_keras distortion | sklearn s | "
+              "sklearn distortion | speed-up |", "|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(1, 1_000_000)).astype(np.float32)
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        KMeans = None
+        logging.warning("scikit-learn not installed: no comparison.")
+    for k in (4, 16, 256):
+        q = lc.AdaptiveQuantization(k)
+        q.project(tf.constant(w[:, :1000]))  # warm up eager kernels
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            c, z = q.project(tf.constant(w))
+            times.append(time.perf_counter() - start)
+        ours = min(times)
+        d_ours = float(np.mean((w[0] - c.numpy()[0][z.numpy()[0]]) ** 2))
+        if KMeans is None:
+            lines.append(f"| {k} | {ours:.3f} | {d_ours:.6g} | - | - | - |")
+            continue
+        start = time.perf_counter()
+        km = KMeans(n_clusters=k, n_init=1, random_state=0).fit(
+            w[0].reshape(-1, 1))
+        theirs = time.perf_counter() - start
+        d_theirs = float(km.inertia_ / w.size)
+        lines.append(f"| {k} | {ours:.3f} | {d_ours:.6g} | {theirs:.2f} | "
+                     f"{d_theirs:.6g} | {theirs / ours:.0f}× |")
+        print(lines[-1])
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.out_dir, "speed.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.mode == "quality":
+        quality()
+    else:
+        speed()
+
+
+if __name__ == "__main__":
+    app.run(main)
