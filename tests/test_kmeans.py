@@ -345,3 +345,19 @@ def test_other_argument_errors():
 def test_docstring_examples():
     result = doctest.testmod(kmeans, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("k", [4, 40])
+def test_numpy_fast_path_matches_pure_tensorflow(monkeypatch, k):
+    from lc_keras import kmeans
+
+    rng = np.random.default_rng(3)
+    v = tf.constant(rng.normal(size=(2, kmeans.FAST_SORT_MIN + 7)),
+                    tf.float32)
+    fast = kmeans.kmeans_1d(v, k, seed=1)
+    monkeypatch.setattr(kmeans, "FAST_SORT_MIN", 10**9)
+    # A new signature-free trace: call the pure-TF graph directly.
+    slow = kmeans._lloyd_fn(v, None, k, tf.constant(100), tf.constant(
+        1, tf.int64), kmeans.MAX_SEED_SAMPLES, None, None)
+    np.testing.assert_allclose(fast[0].numpy(), slow[0].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(fast[1].numpy(), slow[1].numpy())
