@@ -6,6 +6,7 @@ integer indices plus codebooks).
 """
 
 from lc_keras import datasets
+from lc_keras import files
 from lc_keras.codebooks import AdaptiveQuantization
 from lc_keras.codebooks import BinaryQuantization
 from lc_keras.codebooks import FixedCodebook
@@ -14,6 +15,11 @@ from lc_keras.codebooks import Quantization
 from lc_keras.codebooks import ScaledBinaryQuantization
 from lc_keras.codebooks import ScaledTernaryQuantization
 from lc_keras.codebooks import TernaryQuantization
+from lc_keras.export import export_quantized
+from lc_keras.export import export_tflite
+from lc_keras.export import inspect_tflite
+from lc_keras.export import pack_indices
+from lc_keras.export import unpack_indices
 from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.model import LCModel

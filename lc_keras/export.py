@@ -1,51 +1,67 @@
 """TFLite export that stores integer indices plus a codebook.
 
 Every compressed kernel is written as its codebook indices, `ceil(log2 K)`
-bits each, packed little-end-first into int32 words, next to its float32
-codebook. The graph decodes the words with builtin TFLite ops only
-(`RIGHT_SHIFT`, `FLOOR_MOD`, `GATHER`, `RESHAPE`, ...), so the file runs on the
-stock LiteRT interpreter and is small on disk as written, with no gzip.
+bits each, packed into int32 words (index `i` at bits `[i*b, (i+1)*b)` of the
+little-endian word stream), next to its float32 codebook. The graph decodes
+the words with builtin TFLite ops only, so the file runs on the stock LiteRT
+interpreter and is small on disk as written, with no gzip:
+
+* b in {1, 2, 4, 8}: `BITCAST` the words to bytes, then one `GATHER` of a
+  256-row table (each byte value's 8/b codebook values, built at run time
+  from the codebook) decodes 8/b weights per byte.
+* other b (indices straddle words): `GATHER` the two words of each index,
+  `RIGHT_SHIFT` + `FLOOR_MOD`, then `GATHER` the codebook.
+* per-channel codebooks add each channel's row offset to the indices before
+  the codebook `GATHER`.
 
 Two layouts:
 
-* `"packed"` decodes the kernels on every invoke. Smallest resident memory,
-  slowest.
+* `"packed"` decodes the kernels on every invoke: smallest memory, slowest.
 * `"cached"` decodes them once, on the first invoke, into float resource
-  variables (`VAR_HANDLE` / `ASSIGN_VARIABLE` / `READ_VARIABLE`, a `CALL_ONCE`
-  initializer and an `IF`); later invokes only read the cache. The file is
-  the same size (a few hundred bytes more).
+  variables (a `CALL_ONCE` initializer sets a flag to 0, an `IF` decodes and
+  `ASSIGN_VARIABLE`s the kernels while it is 0); later invokes only
+  `READ_VARIABLE` them. The file is ~2.5 KB larger (the extra subgraphs);
+  resident memory holds the float kernels (twice, with the read copies).
+
+Speed, measured with LiteRT 2.3 (see `tools/benchmark_export.py`): the
+interpreter's XNNPACK delegate only takes convolutions whose filter is a
+constant, and copies no resource variable in place, so a network whose
+kernels are decoded at run time runs at the speed of the builtin kernels:
+about the float model without delegates for conv nets, and 4-5x the
+XNNPACK float time for a weight-bound MLP in the cached layout.
 
 How the decoding survives conversion. The TFLite converter constant-folds
 any chain of ops whose inputs are all constants back into a float kernel
-(always for small kernels; for every size on the SavedModel conversion
-path). The decoding chain therefore takes one runtime scalar that is always
-zero: the batch size clipped at zero (`min(shape(x)[0], 0)`) in the packed
-layout, or the cache flag (0 when the decoding runs) in the cached layout.
-Adding it to the shift amounts costs nothing and makes every op downstream a
-runtime op, while the int32 words stay untouched constants in the file.
+(small kernels always; every kernel on the SavedModel conversion path). The
+decoding therefore takes one runtime int32 that is always zero: the batch
+size clipped at zero (`min(shape(x)[0], 0)`; with a static batch, a value
+derived from the input data) in the packed layout, or the cache flag (0 while
+decoding) in the cached layout. Adding it to the words costs one `ADD` per
+kernel and makes every op downstream a runtime op, while the words stay
+constants in the file.
 
-The indices are stored in TFLite's own kernel layout (FullyConnected
-`[out, in]`, Conv2D `OHWI`, TransposeConv `[out, H, W, in]`; DepthwiseConv and
-Embedding keep the Keras layout), then transposed to the Keras layout in the
-TensorFlow graph; the converter cancels that transpose against its own, so no
-runtime `TRANSPOSE` remains.
+The indices are stored in TFLite's own kernel layout (`FULLY_CONNECTED`
+`[out, in]`, `CONV_2D` OHWI, also for Conv1D, `TRANSPOSE_CONV`
+`[out, H, W, in]`; `DEPTHWISE_CONV_2D` and Embedding keep the Keras layout),
+then transposed to the Keras layout in the TensorFlow graph; the converter
+cancels that transpose against its own, so no runtime `TRANSPOSE` remains.
 
 After conversion the file itself is checked (every op a builtin, every
-compressed kernel present as its exact packed int32 words and not also as a
-float kernel) and only then written, atomically.
+compressed kernel present as its exact packed int32 words, no float copy of
+a kernel) and only then written, atomically.
 """
 
 import dataclasses
 import math
 import os
 import re
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lc_keras import files
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.quantized import bits_for
 
@@ -446,21 +462,37 @@ def _decode_by_bytes(plan, zero, codebooks):
     words = tf.constant(plan.words, tf.int32, name=_words_name(plan))
     # Little-endian bytes of the bit stream (TFLite targets are LE).
     data = tf.cast(tf.bitcast(words + zero, tf.uint8), tf.int32)  # [W, 4]
-    byte_values = tf.reshape(tf.range(zero, 256 + zero), [-1, 1])
-    fields = tf.math.floormod(
-        tf.bitwise.right_shift(
-            byte_values,
-            tf.constant(np.arange(per_byte, dtype=np.int32) * bits)),
-        1 << bits)  # [256, 8/b]: the indices packed in each byte value
     codebook = _codebook(plan, codebooks)
     count = plan.q.size
+    if bits == 8:  # one index per byte (padding bytes are index 0)
+        if plan.offsets is None:
+            return _first(tf.reshape(tf.gather(codebook, data), [-1]), count,
+                          plan.tflite_shape)
+        indices = _first(tf.reshape(data, [-1]), count, plan.tflite_shape)
+        return tf.gather(codebook, indices + tf.constant(plan.offsets))
+    # Shared by all kernels: [256, 8/b], the indices packed in each byte.
+    if ("fields", bits) not in codebooks:
+        if "bytes" not in codebooks:
+            codebooks["bytes"] = tf.reshape(tf.range(zero, 256 + zero),
+                                            [-1, 1])
+        codebooks[("fields", bits)] = tf.math.floormod(
+            tf.bitwise.right_shift(
+                codebooks["bytes"],
+                tf.constant(np.arange(per_byte, dtype=np.int32) * bits)),
+            1 << bits)
+    fields = codebooks[("fields", bits)]
     if plan.offsets is None:
-        # Byte values never seen can hold indices >= k: clip them.
-        table = tf.gather(codebook, tf.minimum(fields, k - 1))
-        return _first(tf.reshape(tf.gather(table, data), [-1]), count,
-                      plan.tflite_shape)
-    indices = data if bits == 8 else tf.gather(fields, data)
-    indices = _first(tf.reshape(indices, [-1]), count, plan.tflite_shape)
+        # Per codebook: [256, 8/b] values. Byte values that never occur can
+        # hold indices >= k: clip them.
+        key = ("table", plan.codebook_key, bits)
+        if key not in codebooks:
+            codebooks[key] = tf.gather(
+                codebook, fields if k == 1 << bits else tf.minimum(
+                    fields, k - 1))
+        return _first(tf.reshape(tf.gather(codebooks[key], data), [-1]),
+                      count, plan.tflite_shape)
+    indices = _first(tf.reshape(tf.gather(fields, data), [-1]), count,
+                     plan.tflite_shape)
     return tf.gather(codebook, indices + tf.constant(plan.offsets))
 
 
@@ -509,7 +541,8 @@ def _decode_kernel(plan, zero, codebooks):
     """TF ops: packed int32 words -> float kernel in TFLite layout.
 
     `zero` is a runtime int32 scalar equal to 0; it keeps the converter from
-    folding the decoding into a float constant.
+    folding the decoding into a float constant. `codebooks` caches tensors
+    shared between kernels (codebooks, byte tables) within one trace.
     """
     if plan.bits in (1, 2, 4, 8):
         return _decode_by_bytes(plan, zero, codebooks)
@@ -551,7 +584,7 @@ class _KernelCache(keras.layers.Layer):
         super().__init__(**kwargs)
         self.caches = [
             self.add_weight(shape=shape, initializer="zeros", trainable=False,
-                            name=f"lc_cache_{i}")
+                            name=f"cache_{i}")
             for i, shape in enumerate(shapes)]
 
 
@@ -567,7 +600,7 @@ class _ExportModule(tf.Module):
             self.decoded = tf.Variable(0, dtype=tf.int32, trainable=False,
                                        name="lc_decoded")
             self.kernel_cache = _KernelCache(
-                [p.tflite_shape for p in plans], name="lc_kernel_cache")
+                [p.tflite_shape for p in plans], name="lc")
 
 
 def _input_signature(keras_model, input_signature):
@@ -576,7 +609,8 @@ def _input_signature(keras_model, input_signature):
         if not specs or not all(isinstance(s, tf.TensorSpec) for s in specs):
             raise TypeError(
                 "export_tflite expects input_signature as a tf.TensorSpec or "
-                f"a list of them. Received: input_signature={input_signature!r}")
+                "a list of them. Received: "
+                f"input_signature={input_signature!r}")
         return input_signature
     candidates = [keras_model, getattr(keras_model, "net", None)]
     for candidate in candidates:
@@ -1071,22 +1105,12 @@ def _check_path(path):
 
 def _write_atomic(path, data, chunk_size=1 << 20):
     """Writes `data` to `path` via a temp file in the same folder + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with files.atomic_path(path) as temp:
+        with open(temp, "wb") as f:
             for start in range(0, len(data), chunk_size):
                 f.write(data[start:start + chunk_size])
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------
@@ -1181,7 +1205,8 @@ def export_tflite(model, path, *, layout="packed", input_signature=None):
         path: Output path, ending in `.tflite`.
         layout: `"packed"` decodes the kernels on every invoke; `"cached"`
             decodes them on the first invoke into float resource variables
-            and reuses them (faster, same file size, more resident memory).
+            and reuses them (faster; ~2.5 KB larger file; the float kernels
+            stay in memory).
         input_signature: Optional `tf.TensorSpec` (or list) for models whose
             inputs cannot be inferred.
 

@@ -186,7 +186,10 @@ class LCModel(keras.Model):
         if self.net is None and input_shape is not None:
             inputs = keras.tree.map_shape_structure(
                 lambda s: keras.KerasTensor(s), input_shape)
-            self.call(inputs)
+            # The layers of a subclass create their weights here: under the
+            # model's distribution strategy, as Keras does when it builds.
+            with self._strategy_scope():
+                self.call(inputs)
         self._ensure_state()
 
     def build_from_config(self, config):
@@ -199,11 +202,15 @@ class LCModel(keras.Model):
             return
         target = self.net if self.net is not None else self
         groups = spec_lib.resolve_spec(target, self.compression)
-        strategy = getattr(self, "distribute_strategy", None)
-        scope = (strategy.scope() if strategy is not None
-                 else contextlib.nullcontext())
-        with scope:
+        with self._strategy_scope():
             self._lc.create(groups)
+
+    def _strategy_scope(self):
+        """The scope of the strategy the model was created under."""
+        strategy = getattr(self, "distribute_strategy", None)
+        if strategy is None:
+            return contextlib.nullcontext()
+        return strategy.scope()
 
     @property
     def lc_groups(self):
@@ -317,6 +324,29 @@ class LCModel(keras.Model):
                 "batch.")
         self.build(shapes)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) reads the shapes of the first batch under a strategy
+        # by one `strategy.reduce` of the whole (x, y) structure, which
+        # MultiWorkerMirroredStrategy cannot do with nested values
+        # (keras-team/keras#20585: every multi-worker `fit` fails). Reduce it
+        # leaf by leaf instead; the result only gives shapes and dtypes.
+        strategy = self.distribute_strategy
+        if (iterator is not None and data_batch is None and isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+            for item in iterator:
+                batch = next(item[-1])
+                break
+            else:  # pragma: no cover - an empty dataset
+                batch = None
+            if batch is not None:
+                data_batch = keras.tree.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None)
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch)
+                iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator,
+                                             data_batch=data_batch)
+
     def fit(self, x=None, *args, **kwargs):
         if not self.built and self.net is None:
             self._build_from_data(x)
@@ -331,7 +361,22 @@ class LCModel(keras.Model):
         logs = super().train_step(data)
         logs["lc_penalty"] = self._trackers.penalty.result()
         logs["lc_mu"] = self._lc.mu.value
-        return logs
+        return self._multi_worker_logs(logs)
+
+    def _multi_worker_logs(self, logs):
+        """Logs that Keras can reduce across the workers of a multi-worker run.
+
+        Keras (3.15) averages each log of a step over all replicas of a
+        MultiWorkerMirroredStrategy with `strategy.reduce("MEAN", v, axis=0)`,
+        which fails on the usual scalar logs (and averages a vector log over
+        its own entries). A leading axis of size 1 makes that reduction the
+        mean over the replicas, of the log's own shape.
+        """
+        if not isinstance(tf.distribute.get_strategy(),
+                          tf.distribute.MultiWorkerMirroredStrategy):
+            return logs
+        return keras.tree.map_structure(
+            lambda v: tf.expand_dims(v, 0) if tf.is_tensor(v) else v, logs)
 
     def reset_metrics(self):
         super().reset_metrics()
@@ -408,7 +453,7 @@ class LCModel(keras.Model):
 
     def test_step(self, data):
         if not self._quantized_evaluation or self._lc.groups is None:
-            return super().test_step(data)
+            return self._multi_worker_logs(super().test_step(data))
         mapping = self._quantized_mapping()
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = super().test_step(data)
@@ -416,7 +461,7 @@ class LCModel(keras.Model):
             value = scope.get_current_value(variable)
             if value is not None:
                 variable.assign(value)
-        return logs
+        return self._multi_worker_logs(logs)
 
     def predict_step(self, data):
         if not self._quantized_evaluation or self._lc.groups is None:

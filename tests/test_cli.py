@@ -3,8 +3,8 @@
 import gzip
 import json
 import os
+import runpy
 import struct
-import subprocess
 import sys
 
 import keras
@@ -16,12 +16,12 @@ from absl import flags
 from conftest import classification_data
 from lc_keras import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-@pytest.fixture
-def npz_run(tmp_path):
-    """A small trained reference model and an .npz dataset."""
+@pytest.fixture(scope="module")
+def npz_run(tmp_path_factory):
+    """A small trained reference model and an .npz dataset (built once)."""
+    tmp_path = tmp_path_factory.mktemp("npz_run")
+    keras.utils.set_random_seed(0)
     x, y = classification_data(n=256, d=12)
     data = str(tmp_path / "data.npz")
     np.savez(data, x_train=x[:192], y_train=y[:192], x_test=x[192:],
@@ -39,26 +39,35 @@ def npz_run(tmp_path):
     return tmp_path, model, data
 
 
-def test_end_to_end_subprocess(npz_run):
-    folder, model, data = npz_run
-    args = [sys.executable, "-m", "lc_keras", "compress", "--model", model,
-            "--dataset", data, "--k", "2", "--steps", "2",
-            "--epochs_per_step", "1", "--mu0", "1e-2", "--growth", "2",
-            "--batch_size", "32", "--out", "q.keras", "--tflite", "q.tflite",
-            "--history", "h.json", "--save_lc", "lc.keras",
-            "--results", "r.csv"]
-    done = subprocess.run(args, cwd=folder, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+def test_end_to_end(npz_run, tmp_path, monkeypatch, capsys):
+    """`python -m lc_keras compress ...`, run in-process through runpy."""
+    _, model, data = npz_run
+    folder = tmp_path
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "argv", [
+        "lc_keras", "compress", "--model", model, "--dataset", data,
+        "--k", "2", "--steps", "2", "--epochs_per_step", "1",
+        "--mu0", "1e-2", "--growth", "2", "--batch_size", "32",
+        "--out", "q.keras", "--tflite", "q.tflite", "--history", "h.json",
+        "--save_lc", "lc.keras", "--results", "r.csv"])
+    # Record absl INFO lines directly: the absl logger's level depends on
+    # what ran before in this process (TFLite conversion, app.run).
+    logged = []
+    monkeypatch.setattr(cli.logging, "info",
+                        lambda msg, *args, **kw: logged.append(msg % args))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("lc_keras", run_name="__main__", alter_sys=True)
+    assert exit_info.value.code in (None, 0)
+    out = capsys.readouterr().out
     assert "+lc_ref compressed kernels" in out
     assert "| hidden/kernel  (12, 16)" in out
     assert "Compression ratio rho" in out and "Test error:" in out
     assert "Wrote TFLite: q.tflite" in out
     # One absl log line per LC step, with the quantized net's validation.
-    assert "LC step 1/2 (epoch 1): mu=0.01" in done.stderr
-    assert "LC step 2/2 (epoch 2): mu=0.02" in done.stderr
-    assert "val_accuracy=" in done.stderr
+    logs = "\n".join(logged)
+    assert "LC step 1/2 (epoch 1): mu=0.01" in logs
+    assert "LC step 2/2 (epoch 2): mu=0.02" in logs
+    assert "val_accuracy=" in logs
 
     quantized = keras.models.load_model(str(folder / "q.keras"))
     for layer in quantized.layers:
@@ -146,19 +155,21 @@ def test_flag_value_errors(npz_run):
         cli.main(base + ["--no_such_flag"])
 
 
-def test_help_lists_the_flags(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "lc_keras", "--help"], cwd=tmp_path,
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
-        timeout=120)
-    assert done.returncode == 0
-    assert "usage: python -m lc_keras compress" in done.stdout
-    for flag in ("--model", "--dataset", "--k", "--codebook", "--per_channel",
-                 "--mu0", "--growth", "--steps", "--epochs_per_step", "--lr",
-                 "--lr_decay", "--batch_size", "--tflite", "--history"):
-        assert f"  {flag}" in done.stdout, flag
-    bad = subprocess.run(
-        [sys.executable, "-m", "lc_keras", "compress", "--bogus"],
-        cwd=tmp_path, capture_output=True, text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
-    assert bad.returncode == 1 and "bogus" in bad.stderr
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["lc_keras", "compress", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: python -m lc_keras compress" in out
+    for flag in ("--model", "--dataset", "--k", "--codebook",
+                 "--[no]per_channel", "--mu0", "--growth", "--steps",
+                 "--epochs_per_step", "--lr", "--lr_decay", "--batch_size",
+                 "--out", "--tflite", "--history"):
+        assert f"  {flag}:" in out, flag
+
+
+def test_unknown_flag_exits_with_a_message(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["lc_keras", "compress", "--bogus"])
+    assert exit_info.value.code == 1
+    assert "bogus" in capsys.readouterr().err

@@ -232,17 +232,23 @@ SINGLE_LAYER_CASES = [
     # (model, k, codebook kind, per channel)
     (_dense, 2, "binary", False),
     (_dense, 3, "scaled_ternary", True),
+    (_dense, 4, "random", False),
+    (_dense, 16, "random", True),
+    (_dense, 256, "random", False),
     (_dense, 8, "random", False),          # 3 bits: indices straddle words
     (_dense, 100, "random", True),         # 7 bits, per channel
     (_conv1d, 4, "random", True),
     (_conv1d, 256, "random", False),
+    (_conv1d, 16, "random", False),
     (_conv2d, 16, "random", False),
     (_conv2d, 256, "random", True),
     (_conv2d, 7, "powers_of_two", False),
     (_depthwise, 16, "random", True),
     (_depthwise, 2, "binary", False),
+    (_depthwise, 3, "scaled_ternary", True),
     (_embedding, 256, "random", False),
     (_embedding, 4, "random", True),
+    (_embedding, 2, "binary", False),
     (_conv2d_transpose, 4, "random", False),
     (_separable, 3, "scaled_ternary", False),
 ]
@@ -405,6 +411,40 @@ def test_failure_while_writing_keeps_previous_file(tmp_path, small,
     assert open(path, "rb").read() == before
     assert glob.glob(str(tmp_path / ".*tmp")) == []
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+def test_failure_midway_through_the_data_keeps_previous_file(
+        tmp_path, small, monkeypatch):
+    model, variables, state = small
+    path = str(tmp_path / "m.tflite")
+    export_quantized(model, variables, state, path)
+    before = open(path, "rb").read()
+    real_open = open
+
+    class HalfWriter:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:len(data) // 2])
+            self.f.flush()
+            raise OSError("connection lost (simulated)")
+
+    monkeypatch.setattr(
+        export, "open", lambda name, mode: HalfWriter(real_open(name, mode)),
+        raising=False)
+    with pytest.raises(OSError, match="simulated"):
+        export_quantized(model, variables, state, path, layout="cached")
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["m.tflite"]
+    Interpreter(model_path=path).allocate_tensors()  # still a valid model
 
 
 def test_failed_verification_writes_nothing(tmp_path, small, monkeypatch):
