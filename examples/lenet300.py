@@ -45,6 +45,9 @@ flags.DEFINE_integer("train_subset", 0, "Use only this many training images "
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("out", "runs/lenet300_quantized.keras",
                     "Where to save the quantized (plain Keras) model.")
+flags.DEFINE_string("tflite", "runs/lenet300_quantized.tflite",
+                    "Where to export the TFLite file with packed indices "
+                    "(empty: no export).")
 
 
 def lenet300():
@@ -106,7 +109,8 @@ def main(argv):
         reference = train_reference(x, y, xt, yt)
         ref_seconds = time.time() - start
         os.makedirs(os.path.dirname(FLAGS.reference) or ".", exist_ok=True)
-        reference.save(FLAGS.reference)
+        with lc.files.atomic_path(FLAGS.reference) as tmp:
+            reference.save(tmp)
     rows = [("reference (float)",) + measure(reference, x, y, xt, yt)
             + (1.0, FLAGS.ref_epochs, ref_seconds)]
 
@@ -141,7 +145,8 @@ def main(argv):
 
     quantized = model.quantized_model()
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    quantized.save(FLAGS.out)
+    with lc.files.atomic_path(FLAGS.out) as tmp:
+        quantized.save(tmp)
 
     name = (f"K={FLAGS.k}" if FLAGS.codebook == "adaptive"
             else FLAGS.codebook)
@@ -153,6 +158,11 @@ def main(argv):
         print(f"| {label} | {err:.2f} | {loss:.4f} | {rho:.1f} | {epochs} | "
               f"{secs} |")
     print(f"\nQuantized model saved to {FLAGS.out}")
+    if FLAGS.tflite:
+        exported = lc.export_tflite(model, FLAGS.tflite)
+        float_bytes = 4 * sum(int(np.prod(w.shape)) for w in reference.weights)
+        print(f"TFLite file {FLAGS.tflite}: {exported.size_bytes:,} bytes "
+              f"(float32 weights alone: {float_bytes:,} bytes)")
 
 
 if __name__ == "__main__":

@@ -711,10 +711,9 @@ def _convert(module, concrete):
 
 
 def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - older installs
-        from tensorflow.lite.python import schema_py_generated as schema
+    # The flatbuffer schema ships with ai-edge-litert, a dependency.
+    from ai_edge_litert import schema_py_generated as schema
+
     return schema
 
 

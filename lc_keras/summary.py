@@ -186,18 +186,17 @@ class ModelProfile:
 
     >>> import keras, lc_keras as lc
     >>> from lc_keras.summary import profile
-    >>> net = keras.Sequential([keras.Input((784,)),
-    ...     keras.layers.Dense(300), keras.layers.Dense(100),
-    ...     keras.layers.Dense(10)])
+    >>> net = keras.Sequential([keras.Input((64,)),
+    ...     keras.layers.Dense(32), keras.layers.Dense(10)])
     >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
     >>> _ = model.direct_compression()
     >>> p = profile(model)
     >>> p.compressed_weights, p.float_weight_count
-    (266200, 410)
+    (2368, 42)
     >>> p.index_bytes, p.codebook_bytes, p.float_bytes
-    (33280, 24, 1640)
-    >>> round(p.ratio, 1), round(p.paper_ratio, 1)
-    (30.5, 30.5)
+    (296, 16, 168)
+    >>> p.reference_bytes, p.compressed_bytes, round(p.ratio, 2)
+    (9640, 480, 20.08)
     """
 
     name: str

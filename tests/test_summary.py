@@ -127,17 +127,18 @@ def test_profile_numbers():
 
 
 def test_paper_ratio_is_compression_ratio():
-    net = keras.Sequential([keras.Input((784,)), keras.layers.Dense(300),
-                            keras.layers.Dense(100), keras.layers.Dense(10)])
-    model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    net = keras.Sequential([keras.Input((100,)), keras.layers.Dense(30),
+                            keras.layers.Dense(10)])
+    model = lc.LCModel(net, compression=lc.AdaptiveQuantization(4))
     model.direct_compression()
     p = profile(model)
     assert p.paper_ratio == pytest.approx(compression_ratio(model))
-    assert round(p.paper_ratio, 1) == 30.5  # the paper's LeNet300, K=2
-    # Stored words: 235200/32, ceil(30000/32), ceil(1000/32) int32 words.
-    assert p.index_bytes == 4 * (7350 + 938 + 32)
+    # Stored words: ceil(3000·2/32) and ceil(300·2/32) int32 words.
+    assert p.index_bytes == 4 * (188 + 19)
+    assert p.codebook_bytes == 2 * 4 * 4
     assert p.ratio == pytest.approx(
-        4 * 266610 / (p.index_bytes + 24 + 4 * 410))
+        4 * 3340 / (p.index_bytes + 32 + 4 * 40))
+    assert p.ratio < p.paper_ratio  # whole words cost a few bits more
     golden = golden_model()
     assert profile(golden).paper_ratio == pytest.approx(
         compression_ratio(golden))
