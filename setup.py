@@ -17,7 +17,7 @@ setup(
         "ai-edge-litert",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "hypothesis", "tensorboard"],
         "plot": ["matplotlib"],
         "bench": ["scikit-learn", "matplotlib"],
     },

@@ -26,6 +26,11 @@ from lc_keras.model import LCModel
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.schedule import MuSchedule
 from lc_keras.spec import compressible_kernels
+from lc_keras.summary import FloatWeightProfile
+from lc_keras.summary import LayerProfile
+from lc_keras.summary import ModelProfile
 from lc_keras.summary import compression_ratio
+from lc_keras.summary import profile
+from lc_keras.summary import summary
 
 __version__ = "0.1.0"

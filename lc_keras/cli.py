@@ -19,6 +19,8 @@ defines no global flags; absl's own flags (`--verbosity`, `--logtostderr`,
 ...) are still accepted by `python -m lc_keras`.
 """
 
+import csv
+import io
 import json
 import math
 import os
@@ -30,6 +32,8 @@ from absl import logging
 
 import keras
 import numpy as np
+
+from lc_keras import files
 
 CODEBOOKS = ("adaptive", "binary", "scaled_binary", "ternary",
              "scaled_ternary", "powers_of_two")
@@ -295,11 +299,20 @@ def _error(model, x, y, batch_size):
     return float("nan"), results
 
 
-def _write_json(path, data):
+def _folder_for(path):
+    """Creates the folder of an output file; returns the path."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
+    return path
+
+
+def _write_json(path, data):
+    files.atomic_write_text(_folder_for(path), json.dumps(data, indent=1))
+
+
+def _save(model, path):
+    with files.atomic_path(_folder_for(path)) as tmp:
+        model.save(tmp)
 
 
 def history_dict(history):
@@ -342,20 +355,20 @@ def append_result(path, row):
     method,rho,test_error
     LC,30.5,12
     """
-    import csv
-
-    columns = list(row)
+    columns, text = list(row), ""
     if os.path.exists(path) and os.path.getsize(path):
         with open(path, newline="", encoding="utf-8") as f:
-            columns = next(csv.reader(f))
-        new = False
-    else:
-        new = True
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+            text = f.read()
+        columns = next(csv.reader(io.StringIO(text)))
+        if not text.endswith("\n"):
+            text += "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore",
+                            lineterminator="\n")
+    if not text:
+        writer.writeheader()
+    writer.writerow(row)
+    files.atomic_write_text(_folder_for(path), text + out.getvalue())
 
 
 def compress(fv, print_fn=print):
@@ -434,19 +447,20 @@ def compress(fv, print_fn=print):
     test_error, _ = _error(model, xt, yt, fv.batch_size)
     profile = profile_of(model)
     if fv.out:
-        model.quantized_model().save(fv.out)
+        _save(model.quantized_model(), fv.out)
     if fv.save_lc:
-        model.save(fv.save_lc)
+        _save(model, fv.save_lc)
     exported = None
     if fv.tflite:
         from lc_keras.export import export_tflite  # heavy: only when asked
 
-        exported = export_tflite(model, fv.tflite)
+        exported = export_tflite(model, _folder_for(fv.tflite))
     if fv.results:
         append_result(fv.results, {
             "method": "LC", "codebook": fv.codebook,
             "k": fv.k if fv.codebook == "adaptive" else "",
-            "per_channel": int(fv.per_channel), "rho": f"{profile.ratio:.4g}",
+            "per_channel": int(fv.per_channel),
+            "rho": f"{profile.paper_ratio:.4g}",
             "test_error": f"{test_error:.4g}",
             "reference_error": f"{reference_error:.4g}",
             "epochs": schedule.total_epochs, "model": fv.model})
@@ -512,7 +526,9 @@ def run(argv=None):
 
     Example:
 
-    >>> run(["lc_keras", "compress", "--help"])  # doctest: +SKIP
+    >>> run(["lc_keras", "compress", "--help"])  # prints the flags, exits
+    Traceback (most recent call last):
+    SystemExit: 0
     """
     fv = define_flags()
 

@@ -84,7 +84,7 @@ def test_end_to_end(npz_run, tmp_path, monkeypatch, capsys):
     assert sum(k.index_bytes for k in found.packed_kernels) == p.index_bytes
     rows = (folder / "r.csv").read_text().splitlines()
     assert rows[0].startswith("method,codebook,k,per_channel,rho,test_error")
-    assert rows[1].startswith(f"LC,adaptive,2,0,{p.ratio:.4g},")
+    assert rows[1].startswith(f"LC,adaptive,2,0,{p.paper_ratio:.4g},")
 
 
 def write_idx(path, array):

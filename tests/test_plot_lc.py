@@ -98,16 +98,40 @@ def test_read_results_formats(tmp_path):
         "Results\n\n| Method | K | ρ | Test error % |\n|:--|--:|--:|--:|\n" +
         "".join(f"| {r['method']} | {r['k']} | {r['rho']} | "
                 f"{r['test_error']} |\n" for r in rows) + "\nfootnote\n")
-    expected = [("reference", 1.0, 10.7, None), ("LC", 30.5, 11.6, "2"),
-                ("LC", 15.6, 11.3, "4"), ("DC", 30.5, 25.0, "2")]
+    expected = [("reference", 1.0, 10.7, None), ("LC", 30.5, 11.6, "K=2"),
+                ("LC", 15.6, 11.3, "K=4"), ("DC", 30.5, 25.0, "K=2")]
     for path in (as_csv, as_json, as_md):
-        got = [(r["method"], r["rho"], r["test_error"], r.get("k"))
+        got = [(r["method"], r["rho"], r["test_error"], r.get("note"))
                for r in plot_lc.read_results(str(path))]
         assert got == expected, path
     empty = tmp_path / "e.csv"
     write_csv(empty, [{"method": "LC", "accuracy": "0.9"}])
     with pytest.raises(ValueError, match="rho"):
         plot_lc.read_results(str(empty))
+
+
+def test_benchmark_results_are_readable(tmp_path):
+    # The forms tools/benchmark.py writes: results_<arch>.md and .json.
+    md = tmp_path / "results_lenet300.md"
+    md.write_text(
+        "| lenet300 | codebook | test error % | train loss | rho | epochs | "
+        "seconds |\n|---|---|---|---|---|---|---|\n"
+        "| reference | float | 10.75 | 0.2000 | 1.0 | 30 | - |\n"
+        "| DC | k2 | 25.10 | 0.6000 | 30.5 | 0 | 1 |\n"
+        "| LC | k2 | 11.60 | 0.2100 | 30.5 | 60 | 300 |\n")
+    js = tmp_path / "results_lenet300.json"
+    js.write_text(json.dumps({
+        "reference": {"test_error": 10.75, "train_loss": 0.2},
+        "rows": [{"method": "DC", "codebook": "k2", "test_error": 25.1,
+                  "train_loss": 0.6, "rho": 30.5, "epochs": 0},
+                 {"method": "LC", "codebook": "k2", "test_error": 11.6,
+                  "train_loss": 0.21, "rho": 30.5, "epochs": 60}]}))
+    expected = [("reference", 1.0, 10.75, None), ("DC", 30.5, 25.1, "k2"),
+                ("LC", 30.5, 11.6, "k2")]
+    for path in (md, js):
+        got = [(r["method"], r["rho"], r["test_error"], r.get("note"))
+               for r in plot_lc.read_results(str(path))]
+        assert got == expected, path
 
 
 def test_the_cli_results_file_is_readable(tmp_path):
@@ -118,8 +142,8 @@ def test_the_cli_results_file_is_readable(tmp_path):
                          "rho": 30.5, "test_error": 11.6})
     append_result(path, {"method": "LC", "codebook": "adaptive", "k": 4,
                          "rho": 15.6, "test_error": 11.3})
-    assert [(r["rho"], r["k"]) for r in plot_lc.read_results(path)] == [
-        (30.5, "2"), (15.6, "4")]
+    assert [(r["rho"], r["note"]) for r in plot_lc.read_results(path)] == [
+        (30.5, "K=2"), (15.6, "K=4")]
 
 
 def trained_lc_model():

@@ -10,7 +10,8 @@ every layer's kernel (per-layer codebooks, float biases) with
         (an `LCModel` with λ ≡ 0 and μ ≈ 0, C step every L-step boundary);
 * STE — straight-through / BinaryConnect-style: the forward pass uses the
         weights snapped to the current codebook, gradients go to the float
-        weights; the codebook is refit (warm-started C step) every epoch;
+        weights, which are clipped to the codebook's range; the codebook is
+        refit (warm-started C step) every epoch;
 * LC  — `LCModel` + `MuSchedule`,
 
 all at the same epoch budget (`--epochs`), and reports for the quantized net
@@ -59,6 +60,9 @@ flags.DEFINE_float("growth", None, "LC: mu growth per LC step (default: "
 flags.DEFINE_float("lr", 0.1, "Learning rate of iDC, STE and LC.")
 flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay per LC step "
                    "(per epoch-pair for STE).")
+flags.DEFINE_float("ste_lr", 0.01, "Learning rate of STE (BinaryConnect "
+                   "trains with a smaller rate than plain SGD; at 0.1 it "
+                   "diverged here).")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
 flags.DEFINE_integer("train_subset", 0, "Use only this many training "
                      "images (0: all); for smoke runs.")
@@ -236,6 +240,14 @@ class _STE(lc.LCModel):
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
+        # BinaryConnect: keep the float weights within the codebook's range,
+        # or they drift away where the straight-through gradient is blind.
+        for g, refs in self.ste_groups:
+            codebook = self.ste_codebooks[g]
+            for ref in refs:
+                ref.variable.assign(tf.clip_by_value(
+                    ref.variable.value, tf.reduce_min(codebook),
+                    tf.reduce_max(codebook)))
         logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
         logs["loss"] = loss
         return logs
@@ -264,7 +276,9 @@ class _STECallback(keras.callbacks.Callback):
 
 def run_ste(reference, codebook, data):
     x, y, xt, yt = data
-    model = compile_lc(_STE(copy_of(reference), quantization(codebook)))
+    model = _STE(copy_of(reference), quantization(codebook))
+    model.compile(sgd(FLAGS.ste_lr), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
               callbacks=[_STECallback(FLAGS.lr_decay)], verbose=2)
     return model, FLAGS.epochs

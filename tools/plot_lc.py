@@ -27,6 +27,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -208,26 +209,28 @@ def read_results(path):
     """Reads a results file: one row per compressed (or reference) net.
 
     Format: a table with a header, as CSV (`.csv`), a markdown pipe table
-    (`.md`; other lines are ignored) or JSON (`.json`: a list of objects, or
-    `{"results": [...]}`). Columns (case and spaces do not matter):
+    (`.md`; other lines are ignored) or JSON (`.json`: a list of objects,
+    `{"results": [...]}`, or `{"rows": [...], "reference": {...}}`). Columns
+    (case, spaces and `%` do not matter):
 
-    * `method` (or `net`, `name`, `label`): the label; points with the same
-      label are joined by a line. `reference...` rows (or ρ ≤ 1) are drawn
-      as a horizontal line.
+    * `method` (or `net`, `name`, `label`; else the first column if it is
+      not a number): the label; points with the same label are joined by a
+      line. `reference...` rows (or ρ ≤ 1) are drawn as a horizontal line.
     * `rho` (or `ρ`): the compression ratio.
     * `test_error` (or `test error %`): test error in percent.
-    * optional `k`: written next to each point.
+    * optional `k` or `codebook`: written next to each point.
 
-    This is what `python -m lc_keras compress --results` appends to, and
-    what `tools/benchmark.py` writes; the markdown table printed by
-    `examples/lenet300.py` reads too.
+    `python -m lc_keras compress --results` appends to such a CSV,
+    `tools/benchmark.py` writes the `.md` and `.json` forms, and the table
+    that `examples/lenet300.py` prints reads too.
 
     Args:
         path: The results file.
 
     Returns:
         A list of dicts with `method` (str), `rho`, `test_error` (floats)
-        and, where given, `k` (str); rows without both numbers are dropped.
+        and, where given, `note` (str, e.g. `"K=2"`); rows without both
+        numbers are dropped.
 
     Example:
 
@@ -244,25 +247,43 @@ def read_results(path):
         text = f.read()
     if lower.endswith(".json"):
         data = json.loads(text)
-        rows = data.get("results", []) if isinstance(data, dict) else data
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a list of objects or "
-                             '{"results": [...]}.')
+        if isinstance(data, dict):
+            rows = list(data.get("results", data.get("rows", [])))
+            reference = data.get("reference")
+            if isinstance(reference, dict):
+                rows.insert(0, {"method": "reference", "rho": 1.0,
+                                **reference})
+        else:
+            rows = data
+        if not isinstance(rows, list) or not all(
+                isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: expected a list of objects, "
+                             '{"results": [...]} or {"rows": [...]}.')
     elif lower.endswith(".md") or lower.endswith(".markdown"):
         rows = _markdown_rows(text)
     else:
         rows = list(csv.DictReader(text.splitlines()))
     results = []
-    for row in rows:
-        row = {_column(k): v for k, v in dict(row).items()}
+    for raw in rows:
+        raw = dict(raw)
+        row = {_column(k): v for k, v in raw.items()}
         rho, error = _number(row.get("rho", "")), _number(
             row.get("test_error", ""))
         if math.isnan(rho) or math.isnan(error):
             continue
-        entry = {"method": str(row.get("method", "") or "run").strip(),
-                 "rho": rho, "test_error": error}
-        if str(row.get("k", "") or "").strip():
-            entry["k"] = str(row["k"]).strip()
+        method = row.get("method")
+        if method is None and raw:
+            first = next(iter(raw.values()))
+            if math.isnan(_number(first)):
+                method = first
+        entry = {"method": str(method or "run").strip(), "rho": rho,
+                 "test_error": error}
+        k = str(row.get("k", "") or "").strip()
+        codebook = str(row.get("codebook", "") or "").strip()
+        if k:
+            entry["note"] = f"K={k}"
+        elif codebook and codebook != "float":
+            entry["note"] = codebook
         results.append(entry)
     if not results:
         raise ValueError(
@@ -274,6 +295,24 @@ def read_results(path):
 # ---------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------
+
+
+def _save(fig, path):
+    """Writes a figure as PNG atomically (complete file or none).
+
+    The same temp-file-and-rename as `lc_keras.files.atomic_path`, without
+    importing lc_keras (and TensorFlow) for the plots that do not need it.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".tmp.png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _grid(n):
@@ -322,7 +361,7 @@ def plot_codebooks(history, path):
     for ax in axes[len(books):]:
         ax.set_visible(False)
     fig.suptitle("Codebooks along the LC iterations")
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def plot_distortion(history, path):
@@ -363,7 +402,7 @@ def plot_distortion(history, path):
                 linewidth=1, label="mu")
         mu.set_yscale("log")
         mu.set_ylabel("mu (dashed)")
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def load_lc_model(path):
@@ -477,7 +516,7 @@ def plot_weights(model, kernel, path, bins=100, max_lines=64):
     ax.set_xlabel("weight value")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def plot_error_vs_rho(results, path):
@@ -493,8 +532,8 @@ def plot_error_vs_rho(results, path):
     >>> path = os.path.join(tempfile.mkdtemp(), "e.png")
     >>> plot_error_vs_rho([
     ...     {"method": "reference", "rho": 1.0, "test_error": 10.7},
-    ...     {"method": "LC", "rho": 30.5, "test_error": 11.6, "k": "2"},
-    ...     {"method": "LC", "rho": 15.6, "test_error": 11.3, "k": "4"}],
+    ...     {"method": "LC", "rho": 30.5, "test_error": 11.6, "note": "K=2"},
+    ...     {"method": "LC", "rho": 15.6, "test_error": 11.3, "note": "K=4"}],
     ...     path)
     >>> os.path.getsize(path) > 0
     True
@@ -515,8 +554,8 @@ def plot_error_vs_rho(results, path):
         ax.plot([r["rho"] for r in rows], [r["test_error"] for r in rows],
                 marker="o", label=method)
         for r in rows:
-            if "k" in r:
-                ax.annotate(f"K={r['k']}", (r["rho"], r["test_error"]),
+            if r.get("note"):
+                ax.annotate(r["note"], (r["rho"], r["test_error"]),
                             textcoords="offset points", xytext=(4, 4),
                             fontsize=8)
     ax.set_xscale("log")
@@ -524,7 +563,7 @@ def plot_error_vs_rho(results, path):
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 # ---------------------------------------------------------------------------
