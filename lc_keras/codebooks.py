@@ -447,17 +447,7 @@ def _fit_scale(v, previous, base, max_iter):
         ok = tf.logical_and(num > 0, tf.math.is_finite(new))
         return tf.where(tf.logical_and(ok, new > 0), new, a)
 
-    def cond(i, a, done):
-        return tf.logical_and(i < max_iter, tf.logical_not(done))
-
-    def body(i, a, done):
-        new = update(a)
-        return i + 1, new, tf.reduce_all(tf.equal(new, a))
-
-    _, a, _ = tf.while_loop(
-        cond, body, (tf.constant(0, tf.int32), a, tf.constant(False))
-    )
-    return a
+    return _km._fixed_point(update, a, max_iter)
 
 
 _scale_tf = tf.function(_fit_scale, reduce_retracing=True, autograph=False)

@@ -230,17 +230,23 @@ def _lloyd_sorted(s, prefix, centers, max_iter, lower=None, upper=None):
             new = tf.clip_by_value(new, lower, upper)
         return tf.sort(new, axis=1)
 
-    def cond(i, c, done):
+    return _fixed_point(step, centers, max_iter)
+
+
+def _fixed_point(update, x, max_iter):
+    """Iterates `x ← update(x)` until it stops changing or `max_iter` times."""
+
+    def cond(i, x, done):
         return tf.logical_and(i < max_iter, tf.logical_not(done))
 
-    def body(i, c, done):
-        new = step(c)
-        return i + 1, new, tf.reduce_all(tf.equal(new, c))
+    def body(i, x, done):
+        new = update(x)
+        return i + 1, new, tf.reduce_all(tf.equal(new, x))
 
-    _, centers, _ = tf.while_loop(
-        cond, body, (tf.constant(0, tf.int32), centers, tf.constant(False))
+    _, x, _ = tf.while_loop(
+        cond, body, (tf.constant(0, tf.int32), x, tf.constant(False))
     )
-    return centers
+    return x
 
 
 def _seed_sorted(s, k, seed, max_samples):
