@@ -10,8 +10,8 @@ every layer's kernel (per-layer codebooks, float biases) with
         (an `LCModel` with λ ≡ 0 and μ ≈ 0, C step every L-step boundary);
 * STE — straight-through / BinaryConnect-style: the forward pass uses the
         weights snapped to the current codebook, gradients go to the float
-        weights, which are clipped to the codebook's range; the codebook is
-        refit (warm-started C step) every epoch;
+        weights, which are clipped to the reference kernel's range; the
+        codebook is refit (warm-started C step) every epoch;
 * LC  — `LCModel` + `MuSchedule`,
 
 all at the same epoch budget (`--epochs`), and reports for the quantized net
@@ -214,6 +214,9 @@ class _STE(lc.LCModel):
         self.ste_groups = [
             (g, [r for r in group.kernels])
             for g, group in enumerate(state.groups)]
+        self.ste_refs = [r for group in state.groups for r in group.kernels]
+        self.ste_bounds = [float(np.max(np.abs(r.variable.numpy())))
+                           for r in self.ste_refs]
 
     def refresh_codebooks(self):
         for var, codebook in zip(self.ste_codebooks, self._lc.codebooks):
@@ -240,14 +243,13 @@ class _STE(lc.LCModel):
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        # BinaryConnect: keep the float weights within the codebook's range,
-        # or they drift away where the straight-through gradient is blind.
-        for g, refs in self.ste_groups:
-            codebook = self.ste_codebooks[g]
-            for ref in refs:
-                ref.variable.assign(tf.clip_by_value(
-                    ref.variable.value, tf.reduce_min(codebook),
-                    tf.reduce_max(codebook)))
+        # BinaryConnect: keep the float weights within a fixed range (that
+        # of the reference kernel), or they drift away where the
+        # straight-through gradient is blind. (Clipping to the codebook's own
+        # range instead shrinks the refit codebook epoch after epoch.)
+        for ref, bound in zip(self.ste_refs, self.ste_bounds):
+            ref.variable.assign(tf.clip_by_value(ref.variable.value,
+                                                 -bound, bound))
         logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
         logs["loss"] = loss
         return logs
