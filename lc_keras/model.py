@@ -53,6 +53,11 @@ class _LCState(keras.layers.Layer):
         self.mu = weight("mu", ())
         self.steps = weight("c_steps", (), dtype="int32")
         self.base_lr = weight("base_learning_rate", (), value="zeros")
+        # Where a `MuSchedule` left this state: the number of schedule epochs
+        # it holds, and whether it was saved inside an epoch (see
+        # `lc_keras.schedule`), so that a resumed run can be checked.
+        self.epoch = weight("schedule_epoch", (), dtype="int32")
+        self.phase = weight("schedule_phase", (), dtype="int32")
         self.codebooks = []
         self.lambdas, self.targets, self.indices = [], [], []
         # anchor = Δ(Θ) + λ/μ, kept up to date whenever μ, λ or Θ change, so
@@ -99,6 +104,50 @@ def _from_rows(rows, ref, group):
     return tf.reshape(rows, shape)
 
 
+def _multi_worker(strategy):
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over > 1 worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return sum(len(spec.get(job, ())) for job in ("chief", "worker")) > 1
+
+
+def _schedule_first(callbacks):
+    """Puts the `MuSchedule`s of a callback list first; checks resumability.
+
+    Returns a new list (a `CallbackList` is reordered in place).
+    """
+    from lc_keras.schedule import MuSchedule  # circular at import time
+
+    if callbacks is None:
+        return None
+    container = callbacks
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        items = list(callbacks.callbacks)
+    else:
+        items = list(keras.tree.flatten(callbacks))
+    schedules = [c for c in items if isinstance(c, MuSchedule)]
+    if not schedules:
+        return callbacks
+    for c in items:
+        if (isinstance(c, keras.callbacks.BackupAndRestore)
+                and c.save_freq != "epoch"):
+            raise ValueError(
+                "LC runs cannot be resumed exactly from a backup saved in "
+                "the middle of an epoch: Keras restarts a restored epoch from "
+                "its first batch, so the batches before the backup would be "
+                "trained twice before the next C step. Received "
+                f"BackupAndRestore(save_freq={c.save_freq!r}) together with a "
+                "MuSchedule; use save_freq=\"epoch\" (the default), which "
+                "resumes the run exactly.")
+    ordered = schedules + [c for c in items if not isinstance(c, MuSchedule)]
+    if isinstance(container, keras.callbacks.CallbackList):
+        container.callbacks[:] = ordered
+        return container
+    return ordered
+
+
 @keras.saving.register_keras_serializable(package="lc_keras")
 class LCModel(keras.Model):
     """A Keras model trained by learning-compression quantization.
@@ -113,6 +162,13 @@ class LCModel(keras.Model):
     `lc_penalty` and `lc_mu`. `evaluate` and `predict` (and so the validation
     metrics of `fit`) use the quantized kernels Δ(Θ) unless
     `quantized_evaluation=False` (or `evaluate(..., quantized=False)`).
+
+    Under a `tf.distribute` strategy (Mirrored, MultiWorkerMirrored), build or
+    load the reference and create and compile the LCModel inside
+    `strategy.scope()`; the LC variables are then mirrored too. Each replica
+    adds its share (1/replicas) of the penalty, so μ means the same as on one
+    device; C steps and λ updates run once per process, between steps, on the
+    synchronized weights. The LC variables are float32 under mixed precision.
 
     Args:
         model: The reference `keras.Model` to wrap (built). Leave `None` when
@@ -244,6 +300,16 @@ class LCModel(keras.Model):
         return int(self._lc.steps.numpy())
 
     @property
+    def schedule_epoch(self):
+        """Epochs of a `MuSchedule` this state has completed.
+
+        A model saved at an epoch end (e.g. by `ModelCheckpoint`) continues
+        exactly with `fit(..., initial_epoch=model.schedule_epoch)`.
+        """
+        self._require_state()
+        return int(self._lc.epoch.numpy())
+
+    @property
     def mu(self):
         """The current penalty parameter μ (a float)."""
         self._require_state()
@@ -302,12 +368,20 @@ class LCModel(keras.Model):
         return loss + tf.cast(penalty, loss.dtype)
 
     def _build_from_data(self, x):
-        """Builds an unbuilt (subclassed) model from the inputs given to fit.
+        """Builds an unbuilt model from the inputs given to fit.
 
-        Keras builds such models only when the train function is first traced,
+        Keras builds a model only when the train function is first traced,
         after the callbacks' `on_train_begin` — too late for direct
-        compression. This builds from the input shapes up front instead.
+        compression of a subclass, and for `BackupAndRestore`, which needs a
+        built model. This builds from the input shapes up front instead. A
+        wrapped model has its kernels already, so inputs whose shapes cannot
+        be read are left to Keras.
         """
+
+        def shape_of(a):
+            return (None,) + tuple(int(d) for d in a.shape[1:])
+
+        shapes = None
         if isinstance(x, tf.data.Dataset):
             spec = x.element_spec
             if isinstance(spec, tuple):
@@ -315,14 +389,34 @@ class LCModel(keras.Model):
             shapes = keras.tree.map_structure(
                 lambda s: tuple(s.shape.as_list()), spec)
         elif x is not None and hasattr(x, "shape"):
-            shapes = (None,) + tuple(int(d) for d in x.shape[1:])
-        else:
+            shapes = shape_of(x)
+        elif isinstance(x, (dict, list, tuple)) and x and all(
+                hasattr(a, "shape") for a in keras.tree.flatten(x)):
+            shapes = keras.tree.map_structure(shape_of, x)
+        if shapes is None:
+            if self.net is not None:
+                return
             raise ValueError(
                 f"LCModel '{self.name}' is not built and its input shape "
                 f"cannot be read from fit's x of type {type(x).__name__}. "
                 "Build it first: `model.build(input_shape)` or call it on a "
                 "batch.")
         self.build(shapes)
+
+    def _check_strategy(self):
+        """Refuses variables created outside the model's strategy scope."""
+        strategy = self.distribute_strategy
+        extended = strategy.extended
+        outside = [v.path for v in self.weights
+                   if not extended.variable_created_in_scope(v.value)]
+        if outside:
+            raise ValueError(
+                f"LCModel '{self.name}' trains under "
+                f"{type(strategy).__name__}, but {len(outside)} of its "
+                f"variables were created outside that strategy's scope "
+                f"(e.g. {outside[0]!r}), so they cannot be mirrored. Build "
+                "or load the reference model, and create and compile the "
+                "LCModel, inside `with strategy.scope():`.")
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.15) reads the shapes of the first batch under a strategy
@@ -331,8 +425,8 @@ class LCModel(keras.Model):
         # (keras-team/keras#20585: every multi-worker `fit` fails). Reduce it
         # leaf by leaf instead; the result only gives shapes and dtypes.
         strategy = self.distribute_strategy
-        if (iterator is not None and data_batch is None and isinstance(
-                strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        if (iterator is not None and data_batch is None
+                and _multi_worker(strategy)):
             for item in iterator:
                 batch = next(item[-1])
                 break
@@ -348,8 +442,28 @@ class LCModel(keras.Model):
                                              data_batch=data_batch)
 
     def fit(self, x=None, *args, **kwargs):
-        if not self.built and self.net is None:
+        """`keras.Model.fit`, with the LC callbacks run first.
+
+        As `keras.Model.fit`, except that an unbuilt model is built from `x`
+        before the callbacks start, and that every `MuSchedule` among the
+        callbacks is moved to the front of the list: its epoch-end C step and
+        multiplier update then run before any other callback sees the epoch
+        end, so that `ModelCheckpoint` and `BackupAndRestore` save the state
+        after the C step whatever the order they were given in.
+
+        Raises:
+            ValueError: for a `BackupAndRestore` that saves in the middle of
+                epochs (`save_freq` other than `"epoch"`) together with a
+                `MuSchedule`: Keras restarts a restored epoch from its first
+                batch, so the resumed LC run could not be exact.
+        """
+        if not self.built:
             self._build_from_data(x)
+        self._check_strategy()
+        if "callbacks" in kwargs:
+            kwargs["callbacks"] = _schedule_first(kwargs["callbacks"])
+        elif len(args) >= 5:  # fit(x, y, batch_size, epochs, verbose, cbs)
+            args = args[:4] + (_schedule_first(args[4]),) + args[5:]
         return super().fit(x, *args, **kwargs)
 
     def train_step(self, data):
@@ -372,8 +486,7 @@ class LCModel(keras.Model):
         its own entries). A leading axis of size 1 makes that reduction the
         mean over the replicas, of the log's own shape.
         """
-        if not isinstance(tf.distribute.get_strategy(),
-                          tf.distribute.MultiWorkerMirroredStrategy):
+        if not _multi_worker(tf.distribute.get_strategy()):
             return logs
         return keras.tree.map_structure(
             lambda v: tf.expand_dims(v, 0) if tf.is_tensor(v) else v, logs)

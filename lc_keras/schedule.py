@@ -2,14 +2,22 @@
 
 Each LC step k is an L step of `epochs_per_step` epochs at μ_k = mu0·growth^k
 (the first one may be longer), followed by a C step and the multiplier update.
-μ and the learning rate are functions of the epoch number only, so a run
-resumed at any epoch continues exactly.
+μ and the learning rate are functions of the epoch number only, and the LC
+state (codebooks, λ, μ, lr0, the epochs done) is saved with the model, so a
+run resumed at an epoch end continues exactly; the state also records whether
+it was saved inside an epoch, so that an inexact resume is refused.
 """
 
 import math
+import warnings
 
 import keras
 from absl import logging
+
+# `schedule_phase` of the LC state: where in the schedule it was left.
+_AT_EPOCH_END = 0  # at the end of `schedule_epoch` epochs (or fresh)
+_IN_EPOCH = 1  # inside epoch `schedule_epoch` + 1 (some batches trained)
+_CLOSED = 2  # closed by an extra C step after a run stopped inside an L step
 
 
 def _check_number(name, value, low, inclusive, what):
@@ -35,8 +43,10 @@ def _check_int(name, value, low):
 class MuSchedule(keras.callbacks.Callback):
     """Runs LC: direct compression, C steps, multiplier updates, μ growth.
 
-    At the start of `fit`, if the `LCModel` has not run a C step yet, runs
-    direct compression (Θ ← Π(w), λ ← 0). Then, for LC step k = 0, 1, ...:
+    At the start of the first epoch of `fit` (after every callback's
+    `on_train_begin`, where `BackupAndRestore` restores), if the `LCModel` has
+    not run a C step yet, runs direct compression (Θ ← Π(w), λ ← 0). Then, for
+    LC step k = 0, 1, ...:
     the L step trains `epochs_per_step` epochs (`first_step_epochs` for k=0)
     with μ = mu0·growth^k (and, if `lr_decay` is set, learning rate
     lr0·lr_decay^k); at its end the C step Θ ← Π(w − λ/μ) and the update
@@ -49,6 +59,17 @@ class MuSchedule(keras.callbacks.Callback):
     of training if the last epoch did not end an L step. The same final C
     step runs when training stops early (e.g. `EarlyStopping`,
     `TerminateOnNaN`).
+
+    Resuming: `LCModel.fit` runs this callback before the others, so the
+    epoch-end C step is in what `ModelCheckpoint` and `BackupAndRestore`
+    save. `BackupAndRestore` (per epoch) resumes an interrupted run exactly;
+    so does reloading a `.keras` file saved at an epoch end and calling `fit`
+    with `initial_epoch` = the epochs it holds. A state that cannot continue
+    exactly is an error when `fit` starts (a warning if `strict=False`): one
+    saved inside an epoch (Keras restarts epochs from their first batch), an
+    `initial_epoch` other than the epochs the state holds (which would skip
+    or repeat C steps and λ updates), or a run closed early by the final C
+    step above.
 
     Logs (History, TensorBoard, progress bar): `lc_step`, `lc_mu`, and the
     distortion ‖w − Δ(Θ)‖² of each kernel as `lc_distortion/<kernel path>`,
@@ -66,7 +87,8 @@ class MuSchedule(keras.callbacks.Callback):
         lr_decay: If set, the optimizer's learning rate is lr0·lr_decay^k
             during LC step k (lr0: its value when LC started; kept in the
             model so resuming is exact). In (0, 1].
-        strict: Whether `fit` must run exactly `total_epochs` epochs.
+        strict: Whether `fit` must run exactly `total_epochs` epochs, and
+            resume only where the state was left (see above).
         log_codebooks: Largest codebook whose entries are logged each epoch
             (0: none).
 
@@ -77,7 +99,7 @@ class MuSchedule(keras.callbacks.Callback):
     >>> schedule.total_epochs
     60
     >>> round(schedule.mu_at_epoch(59), 4)
-    1.7079
+    1.7287
     """
 
     def __init__(self, mu0=1e-4, growth=1.4, steps=30, epochs_per_step=2, *,
@@ -109,6 +131,8 @@ class MuSchedule(keras.callbacks.Callback):
         self._epoch = None
         self._pending = False
         self._in_fit = False
+        self._started = False
+        self._marked = False
         self._distortions = {}
 
     # Schedule arithmetic -------------------------------------------------
@@ -156,7 +180,6 @@ class MuSchedule(keras.callbacks.Callback):
                 "with `strict=False` to stop early or continue past the last "
                 "step with μ still growing.")
         model._require_state()
-        state = model._lc
         if self.lr_decay is not None:
             lr = model.optimizer.learning_rate
             if not isinstance(lr, keras.Variable):
@@ -164,19 +187,75 @@ class MuSchedule(keras.callbacks.Callback):
                     "MuSchedule(lr_decay=...) sets the optimizer's learning "
                     "rate, which must then be a float, not a schedule. "
                     f"Received: learning_rate={lr!r}. Pass lr_decay=None.")
-            if float(state.base_lr.numpy()) == 0.0:
-                state.base_lr.assign(float(lr.numpy()))
-        if not model.compression_initialized:
-            self._distortions = model.direct_compression()
-        else:
-            self._distortions = model.distortions()
         self._in_fit = True
         self._pending = False
+        self._started = False
+        self._epoch = None
+
+    def _start(self, epoch):
+        """First epoch of a `fit`: check a resumed state, or start LC.
+
+        This runs at the first `on_epoch_begin` rather than in
+        `on_train_begin`, so that it sees the state that callbacks such as
+        `BackupAndRestore` restore in their `on_train_begin`.
+        """
+        model = self.model
+        state = model._lc
+        if model.compression_initialized:
+            self._check_resume(epoch)
+            self._distortions = model.distortions()
+        else:
+            self._distortions = model.direct_compression()
+        if self.lr_decay is not None and float(state.base_lr.numpy()) == 0.0:
+            state.base_lr.assign(
+                float(model.optimizer.learning_rate.numpy()))
+
+    def _check_resume(self, epoch):
+        """Refuses (or, if not strict, warns about) an inexact continuation."""
+        state = self.model._lc
+        done = int(state.epoch.numpy())
+        phase = int(state.phase.numpy())
+        problem = None
+        if phase == _IN_EPOCH:
+            problem = (
+                f"its state was saved in the middle of epoch {done + 1} (by "
+                "a checkpoint with a batch-level save_freq, or left by a fit "
+                "interrupted inside an epoch), and Keras can only resume at "
+                "the start of an epoch. Resume from a checkpoint saved at an "
+                "epoch end (ModelCheckpoint or BackupAndRestore with "
+                "save_freq=\"epoch\")")
+        elif done and epoch != done:
+            problem = (
+                f"its state has run {done} epochs of the schedule, but fit "
+                f"starts at epoch {epoch + 1} (initial_epoch={epoch}): the "
+                "epochs in between would be skipped or run twice (a second "
+                "C step and multiplier update for the same L step). Pass "
+                f"`initial_epoch={done}` to continue (BackupAndRestore does "
+                "this for you)")
+        elif phase == _CLOSED:
+            problem = (
+                f"its run was stopped after epoch {done}, inside an L step, "
+                "and closed with an extra C step and multiplier update, which "
+                "an uninterrupted run would not have made. Resume from a "
+                "checkpoint saved at that epoch's end instead")
+        if problem is None:
+            return
+        message = (f"MuSchedule cannot continue the LC run of "
+                   f"'{self.model.name}' exactly: {problem}.")
+        if self.strict:
+            raise ValueError(
+                message + " To continue anyway, use a MuSchedule with "
+                "strict=False.")
+        warnings.warn(message + " Continuing (strict=False).", stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model
+        if not self._started:
+            self._start(epoch)
+            self._started = True
         self._epoch = epoch
         self._pending = True
+        self._marked = False
         step = self.step_of_epoch(epoch)
         model.mu = self.mu_at_epoch(epoch)
         if self.lr_decay is not None:
@@ -184,6 +263,13 @@ class MuSchedule(keras.callbacks.Callback):
             model.optimizer.learning_rate.assign(base * self.lr_decay ** step)
         if epoch == 0 or self.ends_step(epoch - 1):
             logging.info("LC step %d: mu=%.4g", step, model.mu)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Marks the state as inside an epoch (once per epoch), so that a
+        # checkpoint saved before the epoch ends is recognised on resume.
+        if not self._marked:
+            self.model._lc.phase.assign(_IN_EPOCH)
+            self._marked = True
 
     def _c_step_if_due(self, force=False):
         if not self._pending or self._epoch is None:
@@ -213,6 +299,9 @@ class MuSchedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._c_step_if_due()
+        state = self.model._lc
+        state.epoch.assign(epoch + 1)
+        state.phase.assign(_AT_EPOCH_END)
         if not self.ends_step(epoch):
             self._distortions = self.model.distortions()
         if logs is not None:
@@ -245,6 +334,8 @@ class MuSchedule(keras.callbacks.Callback):
                     self._distortions = model.c_step()
                 except ValueError as e:  # NaN weights: keep the last Θ.
                     logging.warning("LC final C step skipped: %s", e)
+                else:
+                    model._lc.phase.assign(_CLOSED)
         self._in_fit = False
 
     def get_config(self):
