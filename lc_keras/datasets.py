@@ -128,8 +128,8 @@ def load_fashion_mnist(data_dir=None):
 
     Example:
 
-    >>> (x, y), (xt, yt) = load_fashion_mnist()  # doctest: +SKIP
-    >>> x.shape, xt.shape  # doctest: +SKIP
+    >>> (x, y), (xt, yt) = load_fashion_mnist()
+    >>> x.shape, xt.shape
     ((60000, 28, 28), (10000, 28, 28))
     """
     if data_dir is not None:

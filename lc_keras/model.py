@@ -348,7 +348,8 @@ class LCModel(keras.Model):
         for target, lam, anchor in zip(self._lc.targets, self._lc.lambdas,
                                        self._lc.anchors):
             if self.penalty == "augmented":
-                anchor.assign(target.value + lam.value / mu)
+                anchor.assign(
+                    target.value + tf.math.divide_no_nan(lam.value, mu))
             else:
                 anchor.assign(target.value)
 
@@ -600,7 +601,8 @@ class LCModel(keras.Model):
                 for ref in group.kernels:
                     w = tf.cast(ref.variable.value, tf.float32)
                     if self.penalty == "augmented" and warm:
-                        w = w - self._lc.lambdas[i].value / mu
+                        w = w - tf.math.divide_no_nan(
+                            self._lc.lambdas[i].value, mu)
                     finite.append(tf.reduce_all(tf.math.is_finite(w)))
                     rows.append(_to_rows(w, ref, group))
                     i += 1

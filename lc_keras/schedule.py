@@ -133,6 +133,7 @@ class MuSchedule(keras.callbacks.Callback):
         self._in_fit = False
         self._started = False
         self._marked = False
+        self._stepped = False
         self._distortions = {}
 
     # Schedule arithmetic -------------------------------------------------
@@ -286,10 +287,7 @@ class MuSchedule(keras.callbacks.Callback):
             # TerminateOnNaN & co.: stop cleanly, keep the last codebooks.
             logging.warning("LC C step skipped as training stops: %s", e)
             return
-        logging.info(
-            "LC step %d done (epoch %d): mu=%.4g, distortion %s",
-            self.step_of_epoch(self._epoch), self._epoch + 1, model.mu,
-            {k: round(v, 6) for k, v in self._distortions.items()})
+        self._stepped = True
 
     def on_test_begin(self, logs=None):
         # Validation inside fit: run the C step first so that the validation
@@ -299,6 +297,9 @@ class MuSchedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._c_step_if_due()
+        if self._stepped:
+            self._log_step(epoch, logs or {})
+            self._stepped = False
         state = self.model._lc
         state.epoch.assign(epoch + 1)
         state.phase.assign(_AT_EPOCH_END)
@@ -311,6 +312,19 @@ class MuSchedule(keras.callbacks.Callback):
                 logs[f"lc_distortion/{path}"] = value
             logs.update(self._codebook_logs())
         self._pending = False
+
+    def _log_step(self, epoch, logs):
+        """One line per LC step: μ, distortions, the quantized net's metrics.
+
+        Validation (if any) ran after the C step, so its `val_*` metrics are
+        those of the new quantized net Δ(Θ).
+        """
+        metrics = {k: round(float(v), 4) for k, v in logs.items()
+                   if k.startswith("val_") or k == "loss"}
+        logging.info(
+            "LC step %d done (epoch %d): mu=%.4g, distortion %s, %s",
+            self.step_of_epoch(epoch), epoch + 1, self.model.mu,
+            {k: round(v, 6) for k, v in self._distortions.items()}, metrics)
 
     def _codebook_logs(self):
         """`lc_codebook/<group>/<j>`: entry j of each small codebook."""

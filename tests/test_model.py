@@ -434,3 +434,13 @@ def test_schedule_epoch_mismatch_is_an_error_unless_not_strict():
     # DC + one C step at the end of step 0 + a final C step after epoch 3.
     assert model.c_steps == 3
     assert history.history["lc_step"] == [0, 0, 1]
+
+
+def test_c_step_before_mu_is_set_gives_no_nan():
+    # μ starts at 0 until a schedule (or the user) sets it; λ/μ must not be
+    # 0/0 in a C step run by hand before that.
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    model.direct_compression()
+    model.c_step()
+    for q in model.compression_state().values():
+        assert np.all(np.isfinite(q.codebook))
