@@ -830,7 +830,13 @@ class _Model:
         raw = bytearray(data)
         if len(raw) < 8 or bytes(raw[4:8]) != b"TFL3":
             raise ValueError("Not a TFLite flatbuffer (no 'TFL3' identifier).")
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0))
+        try:
+            model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0))
+        except Exception as error:  # flatbuffers raises struct.error & co.
+            raise ValueError(
+                f"Not a valid TFLite file ({len(raw)} bytes): truncated or "
+                f"corrupt flatbuffer ({type(error).__name__}: {error}).") \
+                from error
         self.model = model
         self.buffers = []
         for buffer in model.buffers or []:

@@ -589,3 +589,19 @@ def test_lcmodel_end_to_end(tmp_path):
     info = export_tflite(loaded, str(tmp_path / "loaded.tflite"))
     np.testing.assert_allclose(run_tflite(info.path, x), expected,
                                rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_truncated_tflite_is_refused_clearly(tmp_path, cut):
+    import lc_keras as lc
+
+    net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)])
+    model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    model.direct_compression()
+    path = str(tmp_path / "m.tflite")
+    lc.export_tflite(model, path)
+    data = open(path, "rb").read()
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        lc.inspect_tflite(data[: int(len(data) * cut)])
+    with pytest.raises(ValueError, match="TFL3"):
+        lc.inspect_tflite(b"PK\x03\x04ZIP!" + data[8:64])
