@@ -629,7 +629,7 @@ class AdaptiveQuantization(Quantization):
     >>> c.numpy().tolist(), z.numpy().tolist()
     ([[0.5, 4.5]], [[0, 0, 1, 1]])
     >>> q
-    AdaptiveQuantization(k=2, method='auto', max_iter=100, seed=0,
+    AdaptiveQuantization(k=2, method='auto', max_iter=1000, seed=0,
         per_channel=False, shared=False)
     """
 

@@ -216,9 +216,9 @@ def test_config_is_exactly_the_constructor_arguments():
         "per_channel": False, "shared": True}
     assert PowersOfTwoQuantization(-2, 1, scaled=True).get_config() == {
         "min_exponent": -2, "max_exponent": 1, "scaled": True,
-        "max_iter": 100, "per_channel": False, "shared": False}
+        "max_iter": 1000, "per_channel": False, "shared": False}
     assert FixedCodebook([1, -1], trainable=[True, False]).get_config() == {
-        "values": [1.0, -1.0], "trainable": [True, False], "max_iter": 100,
+        "values": [1.0, -1.0], "trainable": [True, False], "max_iter": 1000,
         "per_channel": False, "shared": False}
 
 
