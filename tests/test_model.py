@@ -444,3 +444,20 @@ def test_c_step_before_mu_is_set_gives_no_nan():
     model.c_step()
     for q in model.compression_state().values():
         assert np.all(np.isfinite(q.codebook))
+
+
+def test_penalty_gradient_is_mu_times_w_minus_anchor():
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    model.direct_compression()
+    model.mu = 0.3
+    kernel = model.compressed_variables()["dense_1/kernel"]
+    kernel.assign(kernel.numpy() + 0.05)
+    with tf.GradientTape() as tape:
+        penalty = model.lc_penalty()
+    grads = tape.gradient(penalty, [ref.variable
+                                    for ref in model._kernel_refs()])
+    for ref, anchor, grad in zip(model._kernel_refs(), model._lc.anchors,
+                                 grads):
+        np.testing.assert_allclose(
+            grad.numpy(), 0.3 * (ref.variable.numpy() - anchor.numpy()),
+            rtol=1e-5, atol=1e-8)
