@@ -141,7 +141,8 @@ def reference_model(arch, x, y, xt, yt):
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.ref_epochs,
               validation_data=(xt, yt), callbacks=[decay], verbose=2)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    model.save(path)
+    with lc.files.atomic_path(path) as tmp:
+        model.save(tmp)
     return model
 
 
@@ -293,8 +294,8 @@ LABELS = {"dc": "DC", "idc": "iDC", "ste": "STE", "lc": "LC"}
 def write_results(arch, rows, reference_row):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     base = os.path.join(FLAGS.out_dir, f"results_{arch}")
-    with open(base + ".json", "w") as f:
-        json.dump({"reference": reference_row, "rows": rows}, f, indent=1)
+    lc.files.atomic_write_text(base + ".json", json.dumps(
+        {"reference": reference_row, "rows": rows}, indent=1))
     lines = [
         f"| {arch} | codebook | test error % | train loss | rho | epochs | "
         "seconds |", "|---|---|---|---|---|---|---|",
@@ -306,8 +307,7 @@ def write_results(arch, rows, reference_row):
             f"| {r['method']} | {r['codebook']} | {r['test_error']:.2f} | "
             f"{r['train_loss']:.4f} | {r['rho']:.1f} | {r['epochs']} | "
             f"{r['seconds']:.0f} |")
-    with open(base + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lc.files.atomic_write_text(base + ".md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
         import matplotlib
@@ -329,7 +329,8 @@ def write_results(arch, rows, reference_row):
     ax.set_title(f"{arch} on Fashion-MNIST")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(base + ".png", dpi=120)
+    with lc.files.atomic_path(base + ".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def quality():
@@ -459,8 +460,8 @@ def speed():
                      f"{d_theirs:.6g} | {theirs / ours:.0f}× |")
         print(lines[-1])
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.out_dir, "speed.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lc.files.atomic_write_text(os.path.join(FLAGS.out_dir, "speed.md"),
+                               "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -36,6 +36,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from ai_edge_litert.interpreter import OpResolverType  # noqa: E402
 
 from lc_keras.export import export_quantized  # noqa: E402
+from lc_keras.files import atomic_write_bytes  # noqa: E402
 from lc_keras.quantized import QuantizedKernel  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["lenet300", "convnet"],
@@ -133,8 +134,7 @@ def export_float(model, path):
         [forward.get_concrete_function()], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     data = converter.convert()
-    with open(path, "wb") as f:
-        f.write(data)
+    atomic_write_bytes(path, data)
     return len(data)
 
 
