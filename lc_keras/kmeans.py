@@ -236,6 +236,32 @@ def _lloyd_sorted(s, prefix, centers, max_iter, lower=None, upper=None):
     return _fixed_point(step, centers, max_iter)
 
 
+def _np_lloyd_sorted(s, prefix, centers, max_iter, lower=None,
+                     upper=None):
+    """NumPy twin of `_lloyd_sorted` (same iterations, same result)."""
+    centers = np.array(centers, np.float32)
+    n = s.shape[1]
+    for g in range(s.shape[0]):
+        c = centers[g]
+        for _ in range(int(max_iter)):
+            mid = (0.5 * c[1:] + 0.5 * c[:-1]).astype(np.float32)
+            b = np.searchsorted(s[g], mid, side="left")
+            bounds = np.concatenate([[0], b, [n]])
+            sums = prefix[g][bounds]
+            count = (bounds[1:] - bounds[:-1]).astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = (sums[1:] - sums[:-1]) / count
+            new = np.where(count > 0, mean.astype(np.float32), c)
+            if lower is not None:
+                new = np.clip(new, lower, upper)
+            new = np.sort(new).astype(np.float32)
+            if np.array_equal(new, c):
+                break
+            c = new
+        centers[g] = c
+    return centers
+
+
 def _fixed_point(update, x, max_iter):
     """Iterates `x ← update(x)` until it stops changing or `max_iter` times."""
 
@@ -312,7 +338,18 @@ def _lloyd_fn(v, init, k, max_iter, seed, max_samples, lower, upper):
         init = tf.sort(init, axis=1)
         if lower is not None:
             init = tf.sort(tf.clip_by_value(init, lower, upper), axis=1)
-    centers = _lloyd_sorted(s, prefix, init, max_iter, lower, upper)
+    if v.shape[1] is not None and v.shape[1] >= FAST_SORT_MIN:
+        # Long rows: the same iterations in NumPy, without the per-op cost
+        # of a TF while loop (~10x cheaper per iteration; k=16 on 1M weights
+        # takes hundreds of iterations).
+        bounds = ([] if lower is None else
+                  [tf.cast(lower, tf.float32), tf.cast(upper, tf.float32)])
+        centers = tf.numpy_function(
+            _np_lloyd_sorted, [s, prefix, init, max_iter] + bounds,
+            tf.float32, stateful=False)
+        centers = tf.ensure_shape(centers, init.shape)
+    else:
+        centers = _lloyd_sorted(s, prefix, init, max_iter, lower, upper)
     return centers, _assign_fn(v, centers)
 
 

@@ -44,8 +44,16 @@ SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-def project(q, v):
-    c, z = q.project(tf.constant(v[None, :]))
+# Local searches (alternating assignment and codebook updates): from a fresh
+# start a tie can send them elsewhere, so idempotence is checked the way the
+# C step runs them, warm-started from their own codebook.
+LOCAL = {"adaptive4_lloyd", "scaled_powers_of_two", "partially_fixed"}
+
+
+def project(q, v, previous=None):
+    if previous is not None:
+        previous = tf.constant(previous[None, :])
+    c, z = q.project(tf.constant(v[None, :]), previous)
     return c.numpy()[0], z.numpy()[0]
 
 
@@ -63,7 +71,7 @@ def test_output_in_codebook_and_idempotent(name, v):
     assert np.all((z >= 0) & (z < q.num_entries))
     values = c[z]
     assert np.all(np.isfinite(values))
-    c2, z2 = project(q, values)
+    c2, z2 = project(q, values, c if name in LOCAL else None)
     np.testing.assert_allclose(c2[z2], values, rtol=1e-6, atol=1e-6)
 
 
