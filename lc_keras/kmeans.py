@@ -175,6 +175,16 @@ def _prefix_sums(s):
     return tf.concat([zeros, tf.cumsum(x, axis=1)], axis=1)
 
 
+def _long_rows(v):
+    """Whether the NumPy paths apply: rows of `FAST_SORT_MIN` or more values.
+
+    An unknown static length counts as long: the internal `tf.function`s
+    relax to `[G, None]` once they have seen several row lengths (all the
+    layers of a model), and the NumPy paths are right for any length.
+    """
+    return v.shape[1] is None or v.shape[1] >= FAST_SORT_MIN
+
+
 def _np_sort_and_prefix(v):
     s = np.sort(v, axis=1)
     prefix = np.zeros((s.shape[0], s.shape[1] + 1), np.float64)
@@ -184,12 +194,14 @@ def _np_sort_and_prefix(v):
 
 def _sorted_and_prefix(v):
     """Sorted rows (float32) and their float64 prefix sums `[G, n + 1]`."""
-    if v.shape[1] is not None and v.shape[1] >= FAST_SORT_MIN:
+    if _long_rows(v):
         s, prefix = tf.numpy_function(
             _np_sort_and_prefix, [tf.cast(v, tf.float32)],
             (tf.float32, tf.float64), stateful=False)
         s = tf.ensure_shape(s, v.shape)
-        prefix = tf.ensure_shape(prefix, [v.shape[0], v.shape[1] + 1])
+        n = v.shape[1]
+        prefix = tf.ensure_shape(
+            prefix, [v.shape[0], None if n is None else n + 1])
         return s, prefix
     s = tf.sort(v, axis=1)
     return s, _prefix_sums(s)
@@ -338,7 +350,7 @@ def _lloyd_fn(v, init, k, max_iter, seed, max_samples, lower, upper):
         init = tf.sort(init, axis=1)
         if lower is not None:
             init = tf.sort(tf.clip_by_value(init, lower, upper), axis=1)
-    if v.shape[1] is not None and v.shape[1] >= FAST_SORT_MIN:
+    if _long_rows(v):
         # Long rows: the same iterations in NumPy, without the per-op cost
         # of a TF while loop (~10x cheaper per iteration; k=16 on 1M weights
         # takes hundreds of iterations).
@@ -363,7 +375,7 @@ def _assign_fn(v, centers):
         for j in range(k - 1):
             index += tf.cast(v >= mid[:, j:j + 1], tf.int32)
         return index
-    if v.shape[1] is not None and v.shape[1] >= FAST_SORT_MIN:
+    if _long_rows(v):
         index = tf.numpy_function(_np_searchsorted, [mid, v], tf.int32,
                                   stateful=False)
         return tf.ensure_shape(index, v.shape)
