@@ -29,3 +29,31 @@ def image_data(n=64, size=8, channels=2, classes=3, seed=0):
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("int64") + (
         x[:, 0, 0, 0] > 1).astype("int64")
     return x, np.minimum(y, classes - 1)
+
+
+def sse(v, codebook, indices):
+    """Squared error per row of an assignment, float64."""
+    v = np.asarray(v, np.float64)
+    c = np.asarray(codebook, np.float64)
+    return ((v - np.take_along_axis(c, np.asarray(indices), 1)) ** 2).sum(1)
+
+
+def nearest_sse(v, codebook):
+    """Squared error per row of the nearest-codeword assignment, float64."""
+    d = np.asarray(v, np.float64)[:, :, None] - np.asarray(
+        codebook, np.float64)[:, None, :]
+    return (d * d).min(2).sum(1)
+
+
+def assert_valid_projection(v, codebook, indices, k):
+    """Shapes, dtypes, sorted finite codebook rows, and nearest indices."""
+    v = np.asarray(v)
+    c, z = np.asarray(codebook), np.asarray(indices)
+    assert c.shape == (v.shape[0], k) and c.dtype == np.float32
+    assert z.shape == v.shape and z.dtype == np.int32
+    assert np.all(np.isfinite(c))
+    assert np.all(np.diff(c, axis=1) >= 0), c
+    assert z.min() >= 0 and z.max() < k
+    # Every value goes to a nearest codeword of its row (up to ties).
+    np.testing.assert_allclose(sse(v, c, z), nearest_sse(v, c), rtol=1e-6,
+                               atol=1e-9)

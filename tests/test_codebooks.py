@@ -8,6 +8,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_valid_projection
+from conftest import nearest_sse
+from conftest import sse
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -59,34 +62,12 @@ def data(g=3, n=64, seed=0, scale=0.7):
     return (scale * rng.normal(size=(g, n))).astype(np.float32)
 
 
-def sse(v, codebook, indices):
-    v = np.asarray(v, np.float64)
-    c = np.asarray(codebook, np.float64)
-    return ((v - np.take_along_axis(c, np.asarray(indices), 1)) ** 2).sum(1)
-
-
-def nearest_sse(v, codebook):
-    d = np.asarray(v, np.float64)[:, :, None] - np.asarray(
-        codebook, np.float64)[:, None, :]
-    return (d * d).min(2).sum(1)
-
-
 def values(codebook, indices):
     return np.take_along_axis(np.asarray(codebook), np.asarray(indices), 1)
 
 
 def check(q, v, codebook, indices):
-    v = np.asarray(v)
-    c, z = np.asarray(codebook), np.asarray(indices)
-    k = q.num_entries
-    assert c.shape == (v.shape[0], k) and c.dtype == np.float32
-    assert z.shape == v.shape and z.dtype == np.int32
-    assert np.all(np.isfinite(c))
-    assert np.all(np.diff(c, axis=1) >= 0), c
-    assert z.min() >= 0 and z.max() < k
-    # Every value goes to a nearest codeword of its row (up to ties).
-    np.testing.assert_allclose(sse(v, c, z), nearest_sse(v, c), rtol=1e-6,
-                               atol=1e-9)
+    assert_valid_projection(v, codebook, indices, q.num_entries)
 
 
 # ----------------------------------------------------------------------------

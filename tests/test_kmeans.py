@@ -6,6 +6,9 @@ import itertools
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_valid_projection
+from conftest import nearest_sse
+from conftest import sse
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -25,20 +28,6 @@ def _seed_and_clear():
     yield
 
 
-def sse(v, centers, indices):
-    """Squared error per row, float64, numpy."""
-    v = np.asarray(v, np.float64)
-    c = np.asarray(centers, np.float64)
-    return ((v - np.take_along_axis(c, np.asarray(indices), 1)) ** 2).sum(1)
-
-
-def nearest_sse(v, centers):
-    """Squared error per row of the nearest-center assignment, numpy."""
-    v = np.asarray(v, np.float64)[:, :, None]
-    c = np.asarray(centers, np.float64)[:, None, :]
-    return ((v - c) ** 2).min(axis=2).sum(axis=1)
-
-
 def brute_force_kmeans(x, k):
     """Least k-means error of the 1-D points x over all assignments."""
     x = np.asarray(x, np.float64)
@@ -55,17 +44,7 @@ def brute_force_kmeans(x, k):
 
 
 def check_result(v, centers, indices, k):
-    v = np.asarray(v)
-    c = centers.numpy()
-    z = indices.numpy()
-    assert c.shape == (v.shape[0], k) and c.dtype == np.float32
-    assert z.shape == v.shape and z.dtype == np.int32
-    assert np.all(np.isfinite(c))
-    assert np.all(np.diff(c, axis=1) >= 0), c
-    assert z.min() >= 0 and z.max() < k
-    # Indices are a nearest center (up to ties).
-    np.testing.assert_allclose(sse(v, c, z), nearest_sse(v, c), rtol=1e-6,
-                               atol=1e-9)
+    assert_valid_projection(v, centers.numpy(), indices.numpy(), k)
 
 
 def rows(g, n, seed=0):
