@@ -1,3 +1,4 @@
+import itertools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,3 +58,26 @@ def assert_valid_projection(v, codebook, indices, k):
     # Every value goes to a nearest codeword of its row (up to ties).
     np.testing.assert_allclose(sse(v, c, z), nearest_sse(v, c), rtol=1e-6,
                                atol=1e-9)
+
+
+def mlp(d=12, classes=3, name="mlp"):
+    """The small two-layer classifier most model tests wrap."""
+    return keras.Sequential([
+        keras.Input((d,)),
+        keras.layers.Dense(16, activation="relu", name="dense_1"),
+        keras.layers.Dense(classes, activation="softmax", name="dense_2"),
+    ], name=name)
+
+
+def brute_force_kmeans(x, k):
+    """Least k-means error of the 1-D points x over all assignments."""
+    x = np.asarray(x, np.float64)
+    labels = np.array(list(itertools.product(range(k), repeat=len(x))))
+    total = np.zeros(len(labels))
+    for j in range(k):
+        mask = labels == j
+        count = mask.sum(1)
+        s1 = (mask * x).sum(1)
+        total += (mask * x * x).sum(1) - np.divide(
+            s1 * s1, count, out=np.zeros_like(s1), where=count > 0)
+    return total.min()

@@ -1,13 +1,13 @@
 """Tests of lc_keras.codebooks: C steps as projections and their classes."""
 
 import doctest
-import itertools
 import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import brute_force_kmeans
 from conftest import assert_valid_projection
 from conftest import nearest_sse
 from conftest import sse
@@ -217,19 +217,6 @@ def test_num_entries():
 # ----------------------------------------------------------------------------
 # Against brute force.
 # ----------------------------------------------------------------------------
-
-
-def brute_force_kmeans(x, k):
-    x = np.asarray(x, np.float64)
-    labels = np.array(list(itertools.product(range(k), repeat=len(x))))
-    total = np.zeros(len(labels))
-    for j in range(k):
-        mask = labels == j
-        count = mask.sum(1)
-        s1 = (mask * x).sum(1)
-        total += (mask * x * x).sum(1) - np.divide(
-            s1 * s1, count, out=np.zeros_like(s1), where=count > 0)
-    return total.min()
 
 
 @pytest.mark.parametrize("method", ["exact", "auto"])

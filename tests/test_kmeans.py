@@ -1,11 +1,11 @@
 """Tests of lc_keras.kmeans: 1-D k-means (Lloyd, exact DP, k-means++)."""
 
 import doctest
-import itertools
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import brute_force_kmeans
 from conftest import assert_valid_projection
 from conftest import nearest_sse
 from conftest import sse
@@ -26,21 +26,6 @@ def _seed_and_clear():
     """Overrides the conftest fixture: no Keras model is built here, so the
     (slow) `keras.backend.clear_session()` after every test is not needed."""
     yield
-
-
-def brute_force_kmeans(x, k):
-    """Least k-means error of the 1-D points x over all assignments."""
-    x = np.asarray(x, np.float64)
-    labels = np.array(list(itertools.product(range(k), repeat=len(x))))
-    total = np.zeros(len(labels))
-    for j in range(k):
-        mask = labels == j
-        count = mask.sum(1)
-        s1 = (mask * x).sum(1)
-        s2 = (mask * x * x).sum(1)
-        total += s2 - np.divide(s1 * s1, count, out=np.zeros_like(s1),
-                                where=count > 0)
-    return total.min()
 
 
 def check_result(v, centers, indices, k):

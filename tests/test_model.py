@@ -6,16 +6,9 @@ import pytest
 import tensorflow as tf
 
 import lc_keras as lc
+from conftest import mlp
 from conftest import classification_data
 from conftest import image_data
-
-
-def mlp(d=12, classes=3, name="mlp"):
-    return keras.Sequential([
-        keras.Input((d,)),
-        keras.layers.Dense(16, activation="relu", name="dense_1"),
-        keras.layers.Dense(classes, activation="softmax", name="dense_2"),
-    ], name=name)
 
 
 def functional(d=12, classes=3):

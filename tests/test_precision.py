@@ -5,15 +5,8 @@ import numpy as np
 import pytest
 
 import lc_keras as lc
+from conftest import mlp
 from conftest import classification_data
-
-
-def mlp():
-    return keras.Sequential([
-        keras.Input((12,)),
-        keras.layers.Dense(16, activation="relu", name="dense_1"),
-        keras.layers.Dense(3, activation="softmax", name="dense_2"),
-    ], name="mlp")
 
 
 def lc_fit(policy="float32", jit_compile=False, lr_decay=0.5):
