@@ -237,7 +237,6 @@ class LCModel(keras.Model):
         # so that `evaluate` returns what it returns for the wrapped model.
         self._trackers = _Untracked(keras.metrics.Mean(name="lc_penalty"))
         self._project_fns = {}
-        self._distortion_fn = None
         if model is not None:
             if not model.built:
                 raise ValueError(
@@ -671,7 +670,6 @@ class LCModel(keras.Model):
                         f"NaN or inf weights in '{ref.path}' (the L step "
                         "diverged: lower the learning rate or mu). The "
                         "codebooks were left unchanged.")
-        distortions = {}
         for g, (_, codebook, per_kernel) in enumerate(outputs):
             group = self._lc.groups[g]
             self._lc.codebooks[g].assign(codebook)
@@ -684,13 +682,11 @@ class LCModel(keras.Model):
                     lam.assign(lam.value - self._lc.mu.value * (w - target))
                 elif not warm:
                     self._lc.lambdas[i].assign(tf.zeros_like(w))
-                distortions[ref.path] = float(
-                    tf.reduce_sum(tf.square(w - target)).numpy())
                 i += 1
         self._lc.steps.assign_add(1)
         if float(self._lc.mu.numpy()) > 0:
             self._refresh_anchors()
-        return distortions
+        return self.distortions()
 
     def direct_compression(self):
         """Direct compression (DC): Θ ← Π(w), λ ← 0.

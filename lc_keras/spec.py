@@ -236,7 +236,7 @@ def _validate_value(key, value):
         )
 
 
-def _check_key(key, model, layers):
+def _check_key(key):
     if isinstance(key, str):
         return
     if isinstance(key, type) and issubclass(key, keras.layers.Layer):
@@ -305,7 +305,7 @@ def resolve_spec(model, compression):
         )
     all_layers = list(_iter_layers(model))
     for key, value in entries:
-        _check_key(key, model, all_layers)
+        _check_key(key)
         _validate_value(key, value)
 
     chosen = {}
