@@ -24,6 +24,8 @@ from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.model import LCModel
 from lc_keras.quantized import QuantizedKernel
+from lc_keras.runtime import expand_tflite
+from lc_keras.runtime import load_interpreter
 from lc_keras.schedule import MuSchedule
 from lc_keras.spec import compressible_kernels
 from lc_keras.summary import FloatWeightProfile

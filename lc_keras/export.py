@@ -65,6 +65,9 @@ from lc_keras import files
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.quantized import bits_for
 
+# Name of the int32 zero that blocks constant folding of the decoding.
+RUNTIME_ZERO_NAME = "lc_runtime_zero"
+
 LAYOUTS = ("packed", "cached")
 
 # Largest supported codebook: 16-bit indices keep every mask in int32.
@@ -559,15 +562,20 @@ def _to_keras_layout(plan, value):
 
 
 def _runtime_zero(flat_inputs):
-    """An int32 scalar 0 that the converter cannot fold."""
+    """An int32 scalar 0 that the converter cannot fold.
+
+    Named `RUNTIME_ZERO_NAME`, so that `lc_keras.expand_tflite` can tell it
+    from data (it is 0 whatever the input).
+    """
     x = flat_inputs[0]
     if x.shape.rank and x.shape[0] is None:
-        return tf.minimum(tf.shape(x)[0], 0)
+        return tf.minimum(tf.shape(x)[0], 0, name=RUNTIME_ZERO_NAME)
     # Static batch: derive it from the data instead. (v == v) or (v != v) is
     # true for every value, NaN included.
     first = tf.reshape(x, [-1])[:1]
     always = tf.logical_or(tf.equal(first, first), tf.not_equal(first, first))
-    return tf.reshape(1 - tf.cast(always, tf.int32), [])
+    return tf.reshape(1 - tf.cast(always, tf.int32), [],
+                      name=RUNTIME_ZERO_NAME)
 
 
 class _KernelCache(keras.layers.Layer):

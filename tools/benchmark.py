@@ -54,6 +54,8 @@ flags.DEFINE_integer("long_epochs", 0, "If > 0, one extra LC run this long "
                      "(K of the first codebook).")
 flags.DEFINE_integer("ref_epochs", 30, "Epochs of the reference.")
 flags.DEFINE_integer("epochs_per_step", 2, "Epochs per L step (LC, iDC).")
+flags.DEFINE_integer("first_step_epochs", None, "LC: epochs of the first L "
+                     "step (default: epochs_per_step).")
 flags.DEFINE_float("mu0", 1e-4, "LC: first mu.")
 flags.DEFINE_float("growth", None, "LC: mu growth per LC step (default: "
                    "reach mu0·growth^(steps-1) = 1.7 at the last step).")
@@ -63,6 +65,11 @@ flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay per LC step "
 flags.DEFINE_float("ste_lr", 0.01, "Learning rate of STE (BinaryConnect "
                    "trains with a smaller rate than plain SGD; at 0.1 it "
                    "diverged here).")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer of iDC "
+                  "and LC: SGD with Nesterov momentum 0.9, or Adam.")
+flags.DEFINE_enum("ste_optimizer", "sgd", ["sgd", "adam"], "Optimizer of STE.")
+flags.DEFINE_bool("ste_clip", True, "STE: clip the float weights to the "
+                  "reference kernel's range after each step.")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
 flags.DEFINE_integer("train_subset", 0, "Use only this many training "
                      "images (0: all); for smoke runs.")
@@ -117,6 +124,12 @@ def sgd(lr):
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
 
 
+def optimizer(name, lr):
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    return sgd(lr)
+
+
 def load_data(arch):
     (x, y), (xt, yt) = lc.datasets.load_fashion_mnist(FLAGS.data_dir)
     x = np.asarray(x, np.float32) / 255.0
@@ -160,17 +173,19 @@ def measure(model, x, y, xt, yt):
 
 
 def compile_lc(model):
-    model.compile(sgd(FLAGS.lr), "sparse_categorical_crossentropy",
+    model.compile(optimizer(FLAGS.optimizer, FLAGS.lr), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model
 
 
 def lc_schedule(epochs, mu0, growth):
-    steps = max(1, epochs // FLAGS.epochs_per_step)
+    first = FLAGS.first_step_epochs or FLAGS.epochs_per_step
+    steps = 1 + max(0, epochs - first) // FLAGS.epochs_per_step
     if growth is None:
         growth = (MU_END / mu0) ** (1.0 / max(1, steps - 1))
     return lc.MuSchedule(mu0=mu0, growth=max(1.0, growth), steps=steps,
                          epochs_per_step=FLAGS.epochs_per_step,
+                         first_step_epochs=FLAGS.first_step_epochs,
                          lr_decay=FLAGS.lr_decay or None)
 
 
@@ -248,9 +263,10 @@ class _STE(lc.LCModel):
         # of the reference kernel), or they drift away where the
         # straight-through gradient is blind. (Clipping to the codebook's own
         # range instead shrinks the refit codebook epoch after epoch.)
-        for ref, bound in zip(self.ste_refs, self.ste_bounds):
-            ref.variable.assign(tf.clip_by_value(ref.variable.value,
-                                                 -bound, bound))
+        if FLAGS.ste_clip:
+            for ref, bound in zip(self.ste_refs, self.ste_bounds):
+                ref.variable.assign(tf.clip_by_value(ref.variable.value,
+                                                     -bound, bound))
         logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
         logs["loss"] = loss
         return logs
@@ -280,7 +296,7 @@ class _STECallback(keras.callbacks.Callback):
 def run_ste(reference, codebook, data):
     x, y, xt, yt = data
     model = _STE(copy_of(reference), quantization(codebook))
-    model.compile(sgd(FLAGS.ste_lr), "sparse_categorical_crossentropy",
+    model.compile(optimizer(FLAGS.ste_optimizer, FLAGS.ste_lr), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
               callbacks=[_STECallback(FLAGS.lr_decay)], verbose=2)

@@ -1,0 +1,292 @@
+"""Running exported files at float speed: expand the kernels at load time.
+
+A file written by `export_tflite` is small because its kernels are packed
+indices plus codebooks, decoded by builtin ops in the graph. The stock LiteRT
+interpreter runs it as is, but its XNNPACK delegate (the fast CPU path) only
+takes weights that are constants of the file, so decoded kernels run on the
+slower builtin kernels (see BENCHMARKS.md for the numbers).
+
+`expand_tflite` rewrites such a file, in memory, into the equivalent float
+model: it evaluates every input-independent decoded kernel once, stores it as
+a constant, and drops the decoding ops, the kernel caches and their
+subgraphs. The file stays small on disk and in transit; after loading, the
+model runs exactly as the float model would, delegates included.
+`load_interpreter` is the one-line version.
+
+The rewrite is a flatbuffer edit with the schema that ships with
+ai-edge-litert: no TensorFlow, no converter.
+"""
+
+import os
+
+import flatbuffers
+import numpy as np
+
+from lc_keras.export import RUNTIME_ZERO_NAME
+from lc_keras.export import _Model
+
+# Ops whose outputs are computed once at load time when all their inputs
+# are: the decoding ops of both layouts, and the reads of the kernel caches.
+_FOLDABLE = frozenset((
+    "ADD", "BITCAST", "CAST", "CONCATENATION", "EXPAND_DIMS", "FLOOR_MOD",
+    "GATHER", "MINIMUM", "MUL", "RANGE", "RESHAPE", "RIGHT_SHIFT", "SHAPE",
+    "SLICE", "SQUEEZE", "STRIDED_SLICE", "SUB", "TRANSPOSE", "VAR_HANDLE",
+    "READ_VARIABLE"))
+# Ops that reference other subgraphs.
+_CONTROL_FLOW = frozenset(("CALL_ONCE", "IF", "WHILE"))
+_CACHE_PREFIX = "lc/cache_"
+
+
+def _read_bytes(path_or_bytes, what):
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes)
+    try:
+        path = os.fspath(path_or_bytes)
+    except TypeError:
+        raise TypeError(
+            f"{what} expects a `.tflite` path or its bytes. Received: "
+            f"{path_or_bytes!r} of type {type(path_or_bytes).__name__}"
+        ) from None
+    if not os.path.isfile(path):
+        raise ValueError(f"{what}: no such file. Received: path={path!r}")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class _AlignedBuffer:
+    """Packs a buffer's bytes 16-byte aligned, as the TFLite converter does.
+
+    (The generated `BufferT.Pack` aligns byte vectors to 1 only.)
+    """
+
+    def __init__(self, schema, data):
+        self.schema = schema
+        self.data = data
+
+    def Pack(self, builder):  # noqa: N802 (flatbuffers object API)
+        schema = self.schema
+        offset = None
+        if self.data:
+            size = len(self.data)
+            builder.StartVector(1, size, 16)
+            builder.head -= size
+            builder.Bytes[builder.head:builder.head + size] = self.data
+            builder.vectorNumElems = size
+            offset = builder.EndVector()
+        schema.BufferStart(builder)
+        if offset is not None:
+            schema.BufferAddData(builder, offset)
+        return schema.BufferEnd(builder)
+
+
+def _evaluate(data, tensor_indices):
+    """Values of subgraph-0 tensors after one invoke on zero inputs."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interpreter = Interpreter(
+        model_content=data, experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"],
+                               np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+    return {i: np.array(interpreter.get_tensor(i)) for i in tensor_indices}
+
+
+def expand_tflite(path_or_bytes):
+    """Rewrites a file of `export_tflite` into the equivalent float model.
+
+    Finds, in the main subgraph, every float tensor that depends on nothing
+    but constants, the exporter's runtime zero and the kernel caches (the
+    decoded kernels), evaluates them once with the interpreter, stores them
+    as constants, and removes what only served to compute them: decoding
+    ops, packed words, codebooks and, in the cached layout, the caches and
+    their subgraphs. Inputs, outputs and signatures are unchanged; the
+    result runs on the stock interpreter with its default delegates.
+
+    Args:
+        path_or_bytes: Path of a `.tflite` file written by `export_tflite`,
+            or its bytes.
+
+    Returns:
+        The bytes of the expanded (float) model; nothing is written to disk.
+
+    Raises:
+        ValueError: If the data is not a TFLite file, or has no kernel
+            decoded at run time (not written by `export_tflite`).
+
+    Example:
+
+    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
+    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(4))
+    >>> _ = model.direct_compression()
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.tflite")
+    >>> info = lc.export_tflite(model, path)
+    >>> expanded = lc.expand_tflite(path)
+    >>> len(expanded) > os.path.getsize(path)  # float kernels, in memory
+    True
+    """
+    data = _read_bytes(path_or_bytes, "expand_tflite")
+    reader = _Model(data)
+    schema = reader.schema
+    model = reader.model
+    main = model.subgraphs[0]
+    tensors = main.tensors or []
+    ops = list(main.operators or [])
+
+    def ints(values):
+        return [int(v) for v in (values if values is not None else [])]
+
+    cache_handles = set()
+    for op in ops:
+        if reader.op_name(op.opcodeIndex) == "VAR_HANDLE":
+            shared = op.builtinOptions.sharedName
+            if isinstance(shared, bytes):
+                shared = shared.decode("utf-8", "replace")
+            if str(shared or "").startswith(_CACHE_PREFIX):
+                cache_handles.update(ints(op.outputs))
+
+    # Forward pass: which tensors are computable at load time.
+    static = {i for i, t in enumerate(tensors) if reader.data(t)}
+    static.update(
+        i for i, t in enumerate(tensors)
+        if RUNTIME_ZERO_NAME in reader.name(t).split(";"))
+    for op in ops:
+        name = reader.op_name(op.opcodeIndex)
+        inputs = [i for i in ints(op.inputs) if i >= 0]
+        if name not in _FOLDABLE:
+            continue
+        if name == "VAR_HANDLE" and not set(ints(op.outputs)) & cache_handles:
+            continue
+        if name == "READ_VARIABLE" and inputs[0] not in cache_handles:
+            continue
+        if all(i in static for i in inputs):
+            static.update(ints(op.outputs))
+
+    # Decoded kernels: computed (not stored) float tensors that a runtime op
+    # or the graph output reads.
+    needed_by_runtime = set(ints(main.outputs))
+    for op in ops:
+        if not set(ints(op.outputs)) <= static or not ints(op.outputs):
+            needed_by_runtime.update(i for i in ints(op.inputs) if i >= 0)
+    kernels = sorted(
+        i for i in static & needed_by_runtime
+        if not reader.data(tensors[i])
+        and tensors[i].type == schema.TensorType.FLOAT32)
+    if not kernels:
+        raise ValueError(
+            "expand_tflite expects a file written by `lc_keras.export_tflite`"
+            ": this one has no kernel decoded at run time (it may already be "
+            "a float model).")
+    values = _evaluate(data, kernels)
+
+    # Store them as constants.
+    buffers = list(reader.buffers)
+    for i in kernels:
+        tensor = tensors[i]
+        tensor.buffer = len(buffers)
+        tensor.isVariable = False
+        buffers.append(values[i].astype("<f4").tobytes())
+
+    # Keep only the ops the outputs need (the exporter's graphs have no side
+    # effects but the cache's).
+    needed = set(ints(main.outputs))
+    kept = []
+    for op in reversed(ops):
+        outputs = ints(op.outputs)
+        if any(o in needed for o in outputs):
+            kept.append(op)
+            needed.update(i for i in ints(op.inputs)
+                          if i >= 0 and not reader.data(tensors[i])
+                          and i not in kernels)
+    kept.reverse()
+    main.operators = kept
+    if not any(reader.op_name(op.opcodeIndex) in _CONTROL_FLOW
+               for op in kept):
+        model.subgraphs = [main]
+
+    # Renumber the main subgraph's tensors.
+    used = set(ints(main.inputs)) | set(ints(main.outputs))
+    for op in kept:
+        used.update(i for i in ints(op.inputs) + ints(op.outputs) if i >= 0)
+    order = sorted(used)
+    new_index = {old: new for new, old in enumerate(order)}
+
+    def remap(values):
+        return [new_index[i] if i >= 0 else i for i in ints(values)]
+
+    main.tensors = [tensors[i] for i in order]
+    main.inputs = remap(main.inputs)
+    main.outputs = remap(main.outputs)
+    for op in kept:
+        op.inputs = remap(op.inputs)
+        op.outputs = remap(op.outputs)
+        op.intermediates = None
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            for item in (signature.inputs or []) + (signature.outputs or []):
+                item.tensorIndex = new_index[int(item.tensorIndex)]
+
+    # Keep buffer 0 (the empty sentinel), the tensors' and the metadata's.
+    keep = {0}
+    for subgraph in model.subgraphs:
+        keep.update(int(t.buffer) for t in subgraph.tensors or []
+                    if t.buffer is not None)
+    keep.update(int(m.buffer) for m in model.metadata or [])
+    buffer_order = sorted(b for b in keep if b < len(buffers))
+    new_buffer = {old: new for new, old in enumerate(buffer_order)}
+    for subgraph in model.subgraphs:
+        for t in subgraph.tensors or []:
+            if t.buffer is not None:
+                t.buffer = new_buffer.get(int(t.buffer), 0)
+    for m in model.metadata or []:
+        m.buffer = new_buffer[int(m.buffer)]
+    model.buffers = [_AlignedBuffer(schema, buffers[b]) for b in buffer_order]
+
+    builder = flatbuffers.Builder(sum(len(b) for b in buffers) + (1 << 16))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
+    """A LiteRT interpreter for a file of `export_tflite`, at float speed.
+
+    Args:
+        path_or_bytes: Path of a `.tflite` file written by `export_tflite`,
+            or its bytes.
+        expand: Whether to expand the kernels to float constants first
+            (`expand_tflite`); False runs the file as stored.
+        **kwargs: Passed to `ai_edge_litert.interpreter.Interpreter`
+            (e.g. `num_threads`).
+
+    Returns:
+        An `ai_edge_litert.interpreter.Interpreter` (tensors not allocated).
+
+    Example:
+
+    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    >>> _ = model.direct_compression()
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.tflite")
+    >>> _ = lc.export_tflite(model, path)
+    >>> interpreter = lc.load_interpreter(path)
+    >>> interpreter.allocate_tensors()
+    >>> x = np.ones((1, 8), np.float32)
+    >>> interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    >>> interpreter.invoke()
+    >>> out = interpreter.get_tensor(
+    ...     interpreter.get_output_details()[0]["index"])
+    >>> bool(np.allclose(out, model.predict(x, verbose=0), atol=1e-5))
+    True
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    data = _read_bytes(path_or_bytes, "load_interpreter")
+    if expand:
+        data = expand_tflite(data)
+    return Interpreter(model_content=data, **kwargs)
