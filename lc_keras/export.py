@@ -29,6 +29,8 @@ constant, and copies no resource variable in place, so a network whose
 kernels are decoded at run time runs at the speed of the builtin kernels:
 about the float model without delegates for conv nets, and 4-5x the
 XNNPACK float time for a weight-bound MLP in the cached layout.
+`lc_keras.load_interpreter` (`lc_keras.runtime`) expands the kernels to
+float constants at load time instead, and runs at the float model's speed.
 
 How the decoding survives conversion. The TFLite converter constant-folds
 any chain of ops whose inputs are all constants back into a float kernel

@@ -60,8 +60,10 @@ flags.DEFINE_float("mu0", 1e-4, "LC: first mu.")
 flags.DEFINE_float("growth", None, "LC: mu growth per LC step (default: "
                    "reach mu0·growth^(steps-1) = 1.7 at the last step).")
 flags.DEFINE_float("lr", 0.1, "Learning rate of iDC, STE and LC.")
-flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay per LC step "
-                   "(per epoch-pair for STE).")
+flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay of iDC per "
+                   "re-quantization and of STE per epoch pair.")
+flags.DEFINE_float("lc_lr_decay", 0.9, "Learning-rate decay of LC per LC "
+                   "step (MuSchedule's lr_decay).")
 flags.DEFINE_float("ste_lr", 0.01, "Learning rate of STE (BinaryConnect "
                    "trains with a smaller rate than plain SGD; at 0.1 it "
                    "diverged here).")
@@ -178,7 +180,7 @@ def compile_lc(model):
     return model
 
 
-def lc_schedule(epochs, mu0, growth):
+def lc_schedule(epochs, mu0, growth, lr_decay):
     first = FLAGS.first_step_epochs or FLAGS.epochs_per_step
     steps = 1 + max(0, epochs - first) // FLAGS.epochs_per_step
     if growth is None:
@@ -186,7 +188,7 @@ def lc_schedule(epochs, mu0, growth):
     return lc.MuSchedule(mu0=mu0, growth=max(1.0, growth), steps=steps,
                          epochs_per_step=FLAGS.epochs_per_step,
                          first_step_epochs=FLAGS.first_step_epochs,
-                         lr_decay=FLAGS.lr_decay or None)
+                         lr_decay=lr_decay or None)
 
 
 def run_dc(reference, codebook, data):
@@ -197,14 +199,15 @@ def run_dc(reference, codebook, data):
 
 
 def run_lc(reference, codebook, data, epochs=None, penalty="augmented",
-           mu0=None, growth=None):
+           mu0=None, growth=None, lr_decay=None):
     x, y, xt, yt = data
     epochs = epochs or FLAGS.epochs
     model = compile_lc(lc.LCModel(copy_of(reference),
                                   compression=quantization(codebook),
                                   penalty=penalty))
     schedule = lc_schedule(epochs, mu0 or FLAGS.mu0,
-                           FLAGS.growth if growth is None else growth)
+                           FLAGS.growth if growth is None else growth,
+                           FLAGS.lc_lr_decay if lr_decay is None else lr_decay)
     model.fit(x, y, batch_size=FLAGS.batch_size,
               epochs=schedule.total_epochs, validation_data=(xt, yt),
               callbacks=[schedule], verbose=2)
@@ -214,7 +217,7 @@ def run_lc(reference, codebook, data, epochs=None, penalty="augmented",
 def run_idc(reference, codebook, data):
     # λ ≡ 0 and μ ≈ 0: plain retraining between re-quantizations.
     return run_lc(reference, codebook, data, penalty="quadratic", mu0=1e-12,
-                  growth=1.0)
+                  growth=1.0, lr_decay=FLAGS.lr_decay)
 
 
 class _STE(lc.LCModel):

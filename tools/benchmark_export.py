@@ -6,11 +6,14 @@ uniformly, one codebook per layer), and writes three files per model and K:
 
 * float: the same quantized weights stored as float32 (plain conversion);
 * packed: `export_tflite(layout="packed")`, decoded on every invoke;
-* cached: `export_tflite(layout="cached")`, decoded on the first invoke.
+* cached: `export_tflite(layout="cached")`, decoded on the first invoke;
+* expanded: the packed file, read with `lc_keras.load_interpreter`, which
+  expands its kernels to float constants in memory (`expand_tflite`); the
+  bytes are those on disk, and the load column is the expansion's time.
 
 For each it reports the file size and the median latency of
 `Interpreter.invoke()` (stock LiteRT interpreter, default delegates) after a
-warm-up, and checks that all three give the same outputs.
+warm-up, and checks that all four give the same outputs.
 
 Usage:
 
@@ -38,6 +41,7 @@ from ai_edge_litert.interpreter import OpResolverType  # noqa: E402
 from lc_keras.export import export_quantized  # noqa: E402
 from lc_keras.files import atomic_write_bytes  # noqa: E402
 from lc_keras.quantized import QuantizedKernel  # noqa: E402
+from lc_keras.runtime import expand_tflite  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["lenet300", "convnet"],
                             "Models: lenet300, convnet, lenet5.")
@@ -91,6 +95,7 @@ def lenet5():
     return keras.Model(inputs, outputs, name="lenet5")
 
 
+KINDS = ("float", "packed", "cached", "expanded")
 BUILDERS = {"lenet300": lenet300, "convnet": convnet, "lenet5": lenet5}
 
 
@@ -139,12 +144,17 @@ def export_float(model, path):
 
 
 def measure(path, x, runs, warmup, threads, default_delegates=True,
-            repeats=1):
-    """(best median invoke seconds, first-invoke seconds, output)."""
+            repeats=1, content=None):
+    """(best median invoke seconds, first-invoke seconds, output).
+
+    Reads `path`, or runs the model bytes `content` if given.
+    """
     kwargs = {} if default_delegates else {
         "experimental_op_resolver_type":
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    interpreter = Interpreter(model_path=path, num_threads=threads, **kwargs)
+    source = ({"model_path": path} if content is None
+              else {"model_content": content})
+    interpreter = Interpreter(num_threads=threads, **source, **kwargs)
     detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(detail["index"], x.shape)
     interpreter.allocate_tensors()
@@ -188,29 +198,39 @@ def main(argv):
                                         f"{base}_{layout}.tflite",
                                         layout=layout)
                 sizes[layout] = info.size_bytes
+            sizes["expanded"] = sizes["packed"]
+            load_times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                expanded = expand_tflite(f"{base}_packed.tflite")
+                load_times.append(time.perf_counter() - start)
             results = {}
-            for kind in ("float", "packed", "cached"):
+            for kind in KINDS:
+                path = f"{base}_{kind}.tflite"
                 median, first, out = measure(
-                    f"{base}_{kind}.tflite", x, _RUNS.value, _WARMUP.value,
-                    _THREADS.value, _DEFAULT_DELEGATES.value, _REPEATS.value)
+                    path, x, _RUNS.value, _WARMUP.value, _THREADS.value,
+                    _DEFAULT_DELEGATES.value, _REPEATS.value,
+                    content=expanded if kind == "expanded" else None)
                 error = float(np.abs(out - reference).max())
                 results[kind] = (median, first, error)
-            for kind in ("float", "packed", "cached"):
+            for kind in KINDS:
                 median, first, error = results[kind]
+                load = (f"{np.median(load_times) * 1e3:.1f}"
+                        if kind == "expanded" else "-")
                 rows.append((name, weights, k, kind, sizes[kind],
                              8.0 * sizes[kind] / weights, median * 1e6,
                              median / results["float"][0], first * 1e6,
-                             error))
+                             load, error))
     print(f"\nFiles in {out_dir}; batch {_BATCH.value}, {_THREADS.value} "
           f"thread(s), best of {_REPEATS.value} medians of {_RUNS.value} "
           f"invokes, default delegates "
           f"{'on' if _DEFAULT_DELEGATES.value else 'off'}.\n")
     print("| model | weights | K | file | bytes | bits/weight | median us "
-          "| x float | first invoke us | max abs err |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+          "| x float | first invoke us | expand ms | max abs err |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print("| {} | {:,} | {} | {} | {:,} | {:.3f} | {:.1f} | {:.2f} | "
-              "{:.1f} | {:.1e} |".format(*row))
+              "{:.1f} | {} | {:.1e} |".format(*row))
 
 
 if __name__ == "__main__":
