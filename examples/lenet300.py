@@ -38,7 +38,7 @@ flags.DEFINE_float("growth", 1.4, "Growth of mu per LC step.")
 flags.DEFINE_integer("steps", 30, "LC steps.")
 flags.DEFINE_integer("epochs_per_step", 2, "Epochs per L step.")
 flags.DEFINE_float("lr", 0.1, "Learning rate of the L steps (SGD Nesterov).")
-flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay per LC step.")
+flags.DEFINE_float("lr_decay", 0.85, "Learning-rate decay per LC step.")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
 flags.DEFINE_integer("train_subset", 0, "Use only this many training images "
                      "(0: all); for smoke tests.")

@@ -93,7 +93,7 @@ def define_flags(flag_values=None):
     flags.DEFINE_float("lr", 0.1, "Learning rate of the L steps (SGD with "
                        "Nesterov momentum).", **d)
     flags.DEFINE_float("optimizer_momentum", 0.9, "Nesterov momentum.", **d)
-    flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay per LC step "
+    flags.DEFINE_float("lr_decay", 0.85, "Learning-rate decay per LC step "
                        "(1: none).", **d)
     flags.DEFINE_integer("batch_size", 128, "Minibatch size.", **d)
     flags.DEFINE_string("loss", None, "Loss (a Keras loss name). Default: the "

@@ -86,7 +86,9 @@ class MuSchedule(keras.callbacks.Callback):
             `epochs_per_step`).
         lr_decay: If set, the optimizer's learning rate is lr0·lr_decay^k
             during LC step k (lr0: its value when LC started; kept in the
-            model so resuming is exact). In (0, 1].
+            model so resuming is exact). In (0, 1]. The default takes the
+            rate down to ~1% of lr0 over 30 steps; for S steps,
+            `0.01 ** (1 / S)` does the same (see README, "Picking μ").
         strict: Whether `fit` must run exactly `total_epochs` epochs, and
             resume only where the state was left (see above).
         log_codebooks: Largest codebook whose entries are logged each epoch
@@ -103,7 +105,7 @@ class MuSchedule(keras.callbacks.Callback):
     """
 
     def __init__(self, mu0=1e-4, growth=1.4, steps=30, epochs_per_step=2, *,
-                 first_step_epochs=None, lr_decay=0.98, strict=True,
+                 first_step_epochs=None, lr_decay=0.85, strict=True,
                  log_codebooks=16):
         super().__init__()
         _check_number("mu0", mu0, 0, False, "> 0")
