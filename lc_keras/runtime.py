@@ -177,6 +177,12 @@ def expand_tflite(path_or_bytes):
         i for i in static & needed_by_runtime
         if not reader.data(tensors[i])
         and tensors[i].type == schema.TensorType.FLOAT32)
+    if not kernels and any("packed_indices" in reader.name(t)
+                           for t in tensors):
+        raise ValueError(
+            "expand_tflite cannot tell this file's decoding from its data: "
+            f"it has packed kernels but no '{RUNTIME_ZERO_NAME}' tensor (it "
+            "was written by an older lc_keras). Export it again.")
     if not kernels:
         raise ValueError(
             "expand_tflite expects a file written by `lc_keras.export_tflite`"

@@ -217,3 +217,17 @@ def test_bad_arguments(tmp_path):
     missing = str(tmp_path / "missing.tflite")
     with pytest.raises(ValueError, match="no such file.*missing.tflite"):
         lc.load_interpreter(missing)
+
+
+def test_file_without_the_zero_marker_is_refused(tmp_path, monkeypatch):
+    # As written by lc_keras before the marker existed.
+    from lc_keras import export
+
+    monkeypatch.setattr(export, "RUNTIME_ZERO_NAME", "some_zero")
+    model = _dense()
+    variables, state = quantize(model, {"q": (4, "random", False, None)})
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"))
+    with pytest.raises(ValueError, match="no 'lc_runtime_zero' tensor.*"
+                       "Export it again"):
+        lc.expand_tflite(info.path)
