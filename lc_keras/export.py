@@ -53,6 +53,7 @@ compressed kernel present as its exact packed int32 words, no float copy of
 a kernel) and only then written, atomically.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -65,6 +66,7 @@ from absl import logging
 
 from lc_keras import files
 from lc_keras.quantized import QuantizedKernel
+from lc_keras.spec import _iter_layers
 from lc_keras.quantized import bits_for
 
 # Name of the int32 zero that blocks constant folding of the decoding.
@@ -659,6 +661,32 @@ def _input_signature(keras_model, input_signature):
         "`input_signature=tf.TensorSpec((None, ...), tf.float32)`.")
 
 
+@contextlib.contextmanager
+def _float32_compute(keras_model):
+    """Traces mixed-precision layers in float32 (TFLite builtins are float32).
+
+    Layers with a mixed policy (float32 variables, float16/bfloat16 compute)
+    get the float32 policy while the export traces them, and their own back
+    afterwards. The file then computes what the quantized net computes, in
+    float32.
+    """
+    changed = []
+    layers = [keras_model] + list(_iter_layers(keras_model))
+    for layer in layers:
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is None or policy.quantization_mode is not None:
+            continue
+        if policy.variable_dtype == "float32" and policy.compute_dtype in (
+                "float16", "bfloat16"):
+            changed.append((layer, policy))
+            layer.dtype_policy = "float32"
+    try:
+        yield
+    finally:
+        for layer, policy in changed:
+            layer.dtype_policy = policy
+
+
 def _trace(keras_model, plans, signature, cached):
     module = _ExportModule(plans, cached)
     compressed = {id(p.variable) for p in plans}
@@ -1191,9 +1219,19 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
             f"Model '{keras_model.name}' is not built; build it (or call it "
             "on a batch) before exporting.")
     plans = _plan(keras_model, variables, state)
+    for plan in plans:
+        if plan.variable.dtype != "float32":
+            raise ValueError(
+                "export_tflite writes float32 models (TFLite's builtin ops "
+                "compute in float32); mixed-precision policies are fine, but "
+                f"layer '{plan.q.layer_name}' has a {plan.variable.dtype} "
+                f"kernel. Received: kernel '{plan.key}' of dtype "
+                f"{plan.variable.dtype}. Build the model with float32 or a "
+                "mixed policy.")
     signature = _input_signature(keras_model, input_signature)
-    module, concrete = _trace(keras_model, plans, signature,
-                              cached=(layout == "cached"))
+    with _float32_compute(keras_model):
+        module, concrete = _trace(keras_model, plans, signature,
+                                  cached=(layout == "cached"))
     data = _convert(module, concrete)
     _verify(data, plans)
     _write_atomic(path, data)

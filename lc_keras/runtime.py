@@ -173,10 +173,12 @@ def expand_tflite(path_or_bytes):
     for op in ops:
         if not set(ints(op.outputs)) <= static or not ints(op.outputs):
             needed_by_runtime.update(i for i in ints(op.inputs) if i >= 0)
+    float_types = {getattr(schema.TensorType, name) for name in (
+        "FLOAT32", "FLOAT16", "BFLOAT16", "FLOAT64")
+        if hasattr(schema.TensorType, name)}
     kernels = sorted(
         i for i in static & needed_by_runtime
-        if not reader.data(tensors[i])
-        and tensors[i].type == schema.TensorType.FLOAT32)
+        if not reader.data(tensors[i]) and tensors[i].type in float_types)
     if not kernels and any("packed_indices" in reader.name(t)
                            for t in tensors):
         raise ValueError(
@@ -196,7 +198,10 @@ def expand_tflite(path_or_bytes):
         tensor = tensors[i]
         tensor.buffer = len(buffers)
         tensor.isVariable = False
-        buffers.append(values[i].astype("<f4").tobytes())
+        value = values[i]
+        if value.dtype.byteorder == ">":
+            value = value.byteswap()
+        buffers.append(np.ascontiguousarray(value).tobytes())
 
     # Keep only the ops the outputs need (the exporter's graphs have no side
     # effects but the cache's).

@@ -605,3 +605,38 @@ def test_truncated_tflite_is_refused_clearly(tmp_path, cut):
         lc.inspect_tflite(data[: int(len(data) * cut)])
     with pytest.raises(ValueError, match="TFL3"):
         lc.inspect_tflite(b"PK\x03\x04ZIP!" + data[8:64])
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("layout", ["packed", "cached"])
+def test_mixed_precision_model_exports_in_float32(tmp_path, policy, layout):
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = keras.Sequential([
+            keras.Input((7, 7, 3)), keras.layers.Conv2D(6, 3, name="c"),
+            keras.layers.Flatten(), keras.layers.Dense(4, name="d")])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    variables, state = quantize(model, {"c": (4, "random", False, None),
+                                        "d": (2, "binary", False, None)},
+                                normalize=True)
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"), layout=layout)
+    check_file(info, state)
+    # The layers keep their policies.
+    assert [layer.dtype_policy.name for layer in model.layers] == [policy] * 3
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, 3)).astype(np.float32)
+    got = run_tflite(info.path, x)
+    assert got.dtype == np.float32
+    # Keras computes in 16 bits, the file in float32.
+    np.testing.assert_allclose(got, model(x), rtol=0, atol=0.05)
+
+
+def test_float16_kernels_are_refused(tmp_path):
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, name="q", dtype="float16")])
+    variables, state = quantize(model, {"q": (2, "binary", False, None)})
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match="layer 'q' has a float16 kernel"):
+        export_quantized(model, variables, state, str(path))
+    assert not path.exists()
