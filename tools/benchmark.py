@@ -62,8 +62,8 @@ flags.DEFINE_float("growth", None, "LC: mu growth per LC step (default: "
 flags.DEFINE_float("lr", 0.1, "Learning rate of iDC, STE and LC.")
 flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay of iDC per "
                    "re-quantization and of STE per epoch pair.")
-flags.DEFINE_float("lc_lr_decay", 0.9, "Learning-rate decay of LC per LC "
-                   "step (MuSchedule's lr_decay).")
+flags.DEFINE_float("lc_lr_decay", 0.85, "Learning-rate decay of LC per LC "
+                   "step (MuSchedule's lr_decay; its default).")
 flags.DEFINE_float("ste_lr", 0.01, "Learning rate of STE (BinaryConnect "
                    "trains with a smaller rate than plain SGD; at 0.1 it "
                    "diverged here).")
@@ -175,8 +175,8 @@ def measure(model, x, y, xt, yt):
 
 
 def compile_lc(model):
-    model.compile(optimizer(FLAGS.optimizer, FLAGS.lr), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer(FLAGS.optimizer, FLAGS.lr),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -299,8 +299,8 @@ class _STECallback(keras.callbacks.Callback):
 def run_ste(reference, codebook, data):
     x, y, xt, yt = data
     model = _STE(copy_of(reference), quantization(codebook))
-    model.compile(optimizer(FLAGS.ste_optimizer, FLAGS.ste_lr), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer(FLAGS.ste_optimizer, FLAGS.ste_lr),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
               callbacks=[_STECallback(FLAGS.lr_decay)], verbose=2)
     return model, FLAGS.epochs
