@@ -10,8 +10,9 @@ every layer's kernel (per-layer codebooks, float biases) with
         (an `LCModel` with λ ≡ 0 and μ ≈ 0, C step every L-step boundary);
 * STE — straight-through / BinaryConnect-style: the forward pass uses the
         weights snapped to the current codebook, gradients go to the float
-        weights, which are clipped to the reference kernel's range; the
-        codebook is refit (warm-started C step) every epoch;
+        weights (optionally clipped to the reference kernel's range,
+        `--ste_clip`); the codebook is refit (warm-started C step) every
+        epoch;
 * LC  — `LCModel` + `MuSchedule`,
 
 all at the same epoch budget (`--epochs`), and reports for the quantized net
@@ -66,12 +67,14 @@ flags.DEFINE_float("lc_lr_decay", 0.85, "Learning-rate decay of LC per LC "
                    "step (MuSchedule's lr_decay; its default).")
 flags.DEFINE_float("ste_lr", 0.01, "Learning rate of STE (BinaryConnect "
                    "trains with a smaller rate than plain SGD; at 0.1 it "
-                   "diverged here).")
+                   "diverged here; 0.01 was the best of 0.003, 0.01, 0.03 in "
+                   "a 10-epoch pilot).")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer of iDC "
                   "and LC: SGD with Nesterov momentum 0.9, or Adam.")
 flags.DEFINE_enum("ste_optimizer", "sgd", ["sgd", "adam"], "Optimizer of STE.")
-flags.DEFINE_bool("ste_clip", True, "STE: clip the float weights to the "
-                  "reference kernel's range after each step.")
+flags.DEFINE_bool("ste_clip", False, "STE: clip the float weights to the "
+                  "reference kernel's range after each step (BinaryConnect's "
+                  "clipping; worse here at lr 0.01, see BENCHMARKS.md).")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
 flags.DEFINE_integer("train_subset", 0, "Use only this many training "
                      "images (0: all); for smoke runs.")
