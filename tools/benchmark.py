@@ -54,6 +54,9 @@ flags.DEFINE_integer("epochs", 60, "Epoch budget of iDC, STE and LC.")
 flags.DEFINE_integer("long_epochs", 0, "If > 0, one extra LC run this long "
                      "(K of the first codebook).")
 flags.DEFINE_integer("ref_epochs", 30, "Epochs of the reference.")
+flags.DEFINE_float("ref_lr", 0.1, "First learning rate of the reference "
+                   "(times 0.9 per epoch). LeNet5 (no ReLU after its convs, "
+                   "as in Caffe) diverges at 0.1; use 0.01.")
 flags.DEFINE_integer("epochs_per_step", 2, "Epochs per L step (LC, iDC).")
 flags.DEFINE_integer("first_step_epochs", None, "LC: epochs of the first L "
                      "step (default: epochs_per_step).")
@@ -153,11 +156,16 @@ def reference_model(arch, x, y, xt, yt):
     if os.path.exists(path):
         return keras.models.load_model(path)
     model = ARCHITECTURES[arch]()
-    model.compile(sgd(0.1), "sparse_categorical_crossentropy",
+    lr = FLAGS.ref_lr
+    model.compile(sgd(lr), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    decay = keras.callbacks.LearningRateScheduler(lambda e: 0.1 * 0.9 ** e)
+    decay = keras.callbacks.LearningRateScheduler(lambda e: lr * 0.9 ** e)
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.ref_epochs,
               validation_data=(xt, yt), callbacks=[decay], verbose=2)
+    if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise ValueError(
+            f"The {arch} reference diverged (non-finite weights) at "
+            f"--ref_lr={lr}; it was not saved. Lower --ref_lr.")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     with lc.files.atomic_path(path) as tmp:
         model.save(tmp)
