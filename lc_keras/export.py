@@ -66,8 +66,8 @@ from absl import logging
 
 from lc_keras import files
 from lc_keras.quantized import QuantizedKernel
-from lc_keras.spec import _iter_layers
 from lc_keras.quantized import bits_for
+from lc_keras.spec import _iter_layers
 
 # Name of the int32 zero that blocks constant folding of the decoding.
 RUNTIME_ZERO_NAME = "lc_runtime_zero"

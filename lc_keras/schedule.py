@@ -88,7 +88,7 @@ class MuSchedule(keras.callbacks.Callback):
             during LC step k (lr0: its value when LC started; kept in the
             model so resuming is exact). In (0, 1]. The default takes the
             rate down to ~1% of lr0 over 30 steps; for S steps,
-            `0.01 ** (1 / S)` does the same (see README, "Picking μ").
+            `0.01 ** (1 / S)` does the same (see README, "Picking the learning rate").
         strict: Whether `fit` must run exactly `total_epochs` epochs, and
             resume only where the state was left (see above).
         log_codebooks: Largest codebook whose entries are logged each epoch
