@@ -1021,6 +1021,21 @@ def _find_packed(reader):
     return found
 
 
+def _tflite_bytes(path_or_bytes, what):
+    """The bytes of a `.tflite` file given as a path or as bytes."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes)
+    try:
+        path = os.fspath(path_or_bytes)
+    except TypeError:
+        raise TypeError(
+            f"{what} expects a `.tflite` path or its bytes. Received: "
+            f"{path_or_bytes!r} of type {type(path_or_bytes).__name__}"
+        ) from None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def inspect_tflite(path_or_bytes):
     """Reads the ops, tensors and packed kernels of a `.tflite` file.
 
@@ -1040,11 +1055,7 @@ def inspect_tflite(path_or_bytes):
     >>> [name for _, name in inspect_tflite(data).ops]
     ['ADD']
     """
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data = bytes(path_or_bytes)
-    else:
-        with open(os.fspath(path_or_bytes), "rb") as f:
-            data = f.read()
+    data = _tflite_bytes(path_or_bytes, "inspect_tflite")
     reader = _Model(data)
     ops, tensors = [], []
     for s, subgraph in enumerate(reader.model.subgraphs or []):

@@ -17,13 +17,12 @@ The rewrite is a flatbuffer edit with the schema that ships with
 ai-edge-litert: no TensorFlow, no converter.
 """
 
-import os
-
 import flatbuffers
 import numpy as np
 
 from lc_keras.export import RUNTIME_ZERO_NAME
 from lc_keras.export import _Model
+from lc_keras.export import _tflite_bytes
 
 # Ops whose outputs are computed once at load time when all their inputs
 # are: the decoding ops of both layouts, and the reads of the kernel caches.
@@ -35,22 +34,6 @@ _FOLDABLE = frozenset((
 # Ops that reference other subgraphs.
 _CONTROL_FLOW = frozenset(("CALL_ONCE", "IF", "WHILE"))
 _CACHE_PREFIX = "lc/cache_"
-
-
-def _read_bytes(path_or_bytes, what):
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return bytes(path_or_bytes)
-    try:
-        path = os.fspath(path_or_bytes)
-    except TypeError:
-        raise TypeError(
-            f"{what} expects a `.tflite` path or its bytes. Received: "
-            f"{path_or_bytes!r} of type {type(path_or_bytes).__name__}"
-        ) from None
-    if not os.path.isfile(path):
-        raise ValueError(f"{what}: no such file. Received: path={path!r}")
-    with open(path, "rb") as f:
-        return f.read()
 
 
 class _AlignedBuffer:
@@ -130,7 +113,7 @@ def expand_tflite(path_or_bytes):
     >>> len(expanded) > os.path.getsize(path)  # float kernels, in memory
     True
     """
-    data = _read_bytes(path_or_bytes, "expand_tflite")
+    data = _tflite_bytes(path_or_bytes, "expand_tflite")
     reader = _Model(data)
     schema = reader.schema
     model = reader.model
@@ -297,7 +280,7 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    data = _read_bytes(path_or_bytes, "load_interpreter")
+    data = _tflite_bytes(path_or_bytes, "load_interpreter")
     if expand:
         data = expand_tflite(data)
     return Interpreter(model_content=data, **kwargs)

@@ -215,8 +215,11 @@ def test_bad_arguments(tmp_path):
                        "bytes. Received: 3"):
         lc.expand_tflite(3)
     missing = str(tmp_path / "missing.tflite")
-    with pytest.raises(ValueError, match="no such file.*missing.tflite"):
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
         lc.load_interpreter(missing)
+    with pytest.raises(TypeError, match="inspect_tflite expects a `.tflite` "
+                       "path or its bytes"):
+        lc.inspect_tflite(None)
 
 
 def test_file_without_the_zero_marker_is_refused(tmp_path, monkeypatch):
