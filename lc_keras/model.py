@@ -17,6 +17,7 @@ from lc_keras import spec as spec_lib
 from lc_keras.quantized import QuantizedKernel
 
 _PENALTIES = ("augmented", "quadratic")
+_PENALTY_STEPS = ("proximal", "gradient")
 
 
 def _safe(path):
@@ -198,6 +199,15 @@ class LCModel(keras.Model):
             None}`; see `lc_keras.spec`. Default: `AdaptiveQuantization(2)`.
         penalty: `"augmented"` (augmented Lagrangian: multipliers λ are
             updated after every C step) or `"quadratic"` (λ ≡ 0).
+        penalty_step: How the L step applies the penalty. `"proximal"`
+            (default): the optimizer steps on the loss alone, then every
+            compressed kernel takes the exact proximal step of the penalty,
+            w ← (w + c·a)/(1 + c) with a = Δ(Θ) + λ/μ and c = lr·μ (lr: the
+            optimizer's current learning rate) — decoupled from the
+            optimizer as AdamW decouples weight decay, so Adam does not
+            rescale it and any μ is stable. `"gradient"`: the penalty is
+            added to the loss and its gradient μ·(w − a) goes through the
+            optimizer (stable for SGD while lr·μ < 2).
         quantized_evaluation: Whether `evaluate`/`predict` use Δ(Θ).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
@@ -218,7 +228,8 @@ class LCModel(keras.Model):
     """
 
     def __init__(self, model=None, compression=None, *, penalty="augmented",
-                 quantized_evaluation=True, **kwargs):
+                 penalty_step="proximal", quantized_evaluation=True,
+                 **kwargs):
         super().__init__(**kwargs)
         if model is not None and not isinstance(model, keras.Model):
             raise TypeError(
@@ -228,9 +239,14 @@ class LCModel(keras.Model):
             raise ValueError(
                 f"LCModel requires penalty to be one of {_PENALTIES}. "
                 f"Received: penalty={penalty!r}")
+        if penalty_step not in _PENALTY_STEPS:
+            raise ValueError(
+                f"LCModel requires penalty_step to be one of "
+                f"{_PENALTY_STEPS}. Received: penalty_step={penalty_step!r}")
         self.net = model
         self.compression = compression
         self.penalty = penalty
+        self.penalty_step = penalty_step
         self._quantized_evaluation = bool(quantized_evaluation)
         self._lc = _LCState(name="lc_state")
         # Kept out of `self.metrics` (a plain list is not tracked by Keras)
@@ -373,12 +389,40 @@ class LCModel(keras.Model):
             else:
                 anchor.assign(target.value)
 
+    def _proximal_step(self):
+        """w ← (w + c·a)/(1 + c), c = lr·μ, on every compressed kernel.
+
+        The exact minimiser of μ/2·‖w − a‖² + 1/(2·lr)·‖w − w₀‖² (the
+        proximal operator of the penalty with the optimizer's step size),
+        applied after the optimizer's update of the loss. Under a
+        distribution strategy it runs once per replica on the synchronized
+        (mirrored) kernels, as the optimizer's own updates do.
+        """
+        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
+        c = lr * self._lc.mu.value
+        shrink = c / (1.0 + c)
+        pairs = [(ref.variable.value, anchor.value) for ref, anchor in
+                 zip(self._kernel_refs(), self._lc.anchors)]
+
+        def update(variable, anchor, shrink):
+            w = tf.cast(variable, tf.float32)
+            return variable.assign(
+                tf.cast(w - shrink * (w - anchor), variable.dtype))
+
+        def merged(strategy, shrink):
+            for variable, anchor in pairs:
+                strategy.extended.update(variable, update,
+                                         args=(anchor, shrink), group=False)
+
+        tf.distribute.get_replica_context().merge_call(merged, args=(shrink,))
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
         loss = super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
             training=training)
-        if not training or self._lc.groups is None:
+        if (not training or self._lc.groups is None
+                or self.penalty_step == "proximal"):
             return loss
         penalty = self.lc_penalty()
         self._trackers.penalty.update_state(penalty)
@@ -493,7 +537,14 @@ class LCModel(keras.Model):
                 f"LCModel '{self.name}' has no compression state yet: pass "
                 "`lc_keras.MuSchedule()` to `fit` (it runs direct compression "
                 "first), or build the model before training.")
+        if self.penalty_step == "proximal":
+            # The penalty before this step's update, as the gradient mode
+            # reports it (it is not part of the loss the optimizer sees).
+            self._trackers.penalty.update_state(
+                tf.stop_gradient(self.lc_penalty()))
         logs = super().train_step(data)
+        if self.penalty_step == "proximal":
+            self._proximal_step()
         logs["lc_penalty"] = self._trackers.penalty.result()
         logs["lc_mu"] = self._lc.mu.value
         return self._multi_worker_logs(logs)
@@ -823,12 +874,17 @@ class LCModel(keras.Model):
             "model": keras.saving.serialize_keras_object(self.net),
             "compression": spec_lib.serialize_spec(self.compression),
             "penalty": self.penalty,
+            "penalty_step": self.penalty_step,
             "quantized_evaluation": self._quantized_evaluation,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # Files saved before `penalty_step` existed trained with the
+        # penalty's gradient: continue them the way they were trained.
+        if "model" in config:
+            config.setdefault("penalty_step", "gradient")
         if isinstance(config.get("model"), dict):
             config["model"] = keras.saving.deserialize_keras_object(
                 config["model"])

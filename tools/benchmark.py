@@ -47,12 +47,12 @@ import lc_keras as lc
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "quality", ["quality", "speed"], "What to run.")
 flags.DEFINE_list("model", ["lenet300"], "lenet300 and/or lenet5.")
-flags.DEFINE_list("methods", ["dc", "idc", "ste", "lc"], "Methods to run.")
+flags.DEFINE_list("methods", ["dc", "ste", "cluster", "ptq8", "ptq4",
+                                "float", "lc"],
+                  "Methods: dc, idc, ste, cluster, ptq8, ptq4, float, lc.")
 flags.DEFINE_list("codebooks", ["k2", "k4", "k8", "k16", "sb", "st"],
                   "kN: adaptive K=N; sb: scaled binary; st: scaled ternary.")
 flags.DEFINE_integer("epochs", 60, "Epoch budget of iDC, STE and LC.")
-flags.DEFINE_integer("long_epochs", 0, "If > 0, one extra LC run this long "
-                     "(K of the first codebook).")
 flags.DEFINE_integer("ref_epochs", 30, "Epochs of the reference.")
 flags.DEFINE_float("ref_lr", 0.1, "First learning rate of the reference "
                    "(times 0.9 per epoch). LeNet5 (no ReLU after its convs, "
@@ -68,16 +68,16 @@ flags.DEFINE_float("lr_decay", 0.98, "Learning-rate decay of iDC per "
                    "re-quantization and of STE per epoch pair.")
 flags.DEFINE_float("lc_lr_decay", 0.85, "Learning-rate decay of LC per LC "
                    "step (MuSchedule's lr_decay; its default).")
-flags.DEFINE_float("ste_lr", 0.01, "Learning rate of STE (BinaryConnect "
-                   "trains with a smaller rate than plain SGD; at 0.1 it "
-                   "diverged here; 0.01 was the best of 0.003, 0.01, 0.03 in "
-                   "a 10-epoch pilot).")
+flags.DEFINE_float("ste_lr", 1e-3, "STE: first learning rate of Adam, "
+                   "cosine-decayed to 0 over the budget.")
+flags.DEFINE_float("cluster_lr", 1e-4, "Trained clustering: Adam learning "
+                   "rate (tfmot's fine-tuning default).")
+flags.DEFINE_float("float_lr", 1e-3, "Float control: first learning rate of "
+                   "Adam, cosine-decayed to 0 over the budget.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer of iDC "
                   "and LC: SGD with Nesterov momentum 0.9, or Adam.")
-flags.DEFINE_enum("ste_optimizer", "sgd", ["sgd", "adam"], "Optimizer of STE.")
-flags.DEFINE_bool("ste_clip", False, "STE: clip the float weights to the "
-                  "reference kernel's range after each step (BinaryConnect's "
-                  "clipping; worse here at lr 0.01, see BENCHMARKS.md).")
+flags.DEFINE_list("budgets", [], "Epoch budgets to run every method at "
+                  "(default: --epochs).")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
 flags.DEFINE_integer("train_subset", 0, "Use only this many training "
                      "images (0: all); for smoke runs.")
@@ -202,17 +202,17 @@ def lc_schedule(epochs, mu0, growth, lr_decay):
                          lr_decay=lr_decay or None)
 
 
-def run_dc(reference, codebook, data):
+def run_dc(reference, codebook, data, epochs):
+    del epochs
     model = compile_lc(lc.LCModel(copy_of(reference),
                                   compression=quantization(codebook)))
     model.direct_compression()
     return model, 0
 
 
-def run_lc(reference, codebook, data, epochs=None, penalty="augmented",
-           mu0=None, growth=None, lr_decay=None):
+def run_legacy_lc(reference, codebook, data, epochs, penalty="augmented",
+                  mu0=None, growth=None, lr_decay=None):
     x, y, xt, yt = data
-    epochs = epochs or FLAGS.epochs
     model = compile_lc(lc.LCModel(copy_of(reference),
                                   compression=quantization(codebook),
                                   penalty=penalty))
@@ -225,14 +225,38 @@ def run_lc(reference, codebook, data, epochs=None, penalty="augmented",
     return model, schedule.total_epochs
 
 
-def run_idc(reference, codebook, data):
+def run_lc(reference, codebook, data, epochs):
+    return run_legacy_lc(reference, codebook, data, epochs)
+
+
+def run_idc(reference, codebook, data, epochs):
     # λ ≡ 0 and μ ≈ 0: plain retraining between re-quantizations.
-    return run_lc(reference, codebook, data, penalty="quadratic", mu0=1e-12,
-                  growth=1.0, lr_decay=FLAGS.lr_decay)
+    return run_legacy_lc(reference, codebook, data, epochs,
+                         penalty="quadratic", mu0=1e-12, growth=1.0,
+                         lr_decay=FLAGS.lr_decay)
+
+
+def cosine_adam(lr, total_steps):
+    """Adam with `CosineDecay` from `lr` to 0 over `total_steps` batches."""
+    return keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(lr, max(1, total_steps)))
+
+
+def steps_per_epoch(x):
+    return -(-len(x) // FLAGS.batch_size)
 
 
 class _STE(lc.LCModel):
-    """Straight-through training: forward on weights snapped to codebooks."""
+    """Straight-through training (the recipe of issue 11, every codebook).
+
+    The forward pass uses q(w): for fixed and scaled codebooks the C step of
+    the codebook applied to the current weights of every batch (so the scale
+    a = mean|w| of scaled binary, and a* of scaled ternary, are recomputed per
+    batch); for adaptive codebooks the nearest entry of the current codebook,
+    which is refit by (warm-started) k-means on the float weights after every
+    epoch. The gradient passes straight to w (no clipping); biases train as
+    usual; the final net is q(w).
+    """
 
     def __init__(self, net, compression):
         super().__init__(net, compression=compression, name="ste",
@@ -241,84 +265,191 @@ class _STE(lc.LCModel):
         self.ste_codebooks = [
             tf.Variable(tf.zeros_like(c.value), trainable=False)
             for c in state.codebooks]
-        self.ste_groups = [
-            (g, [r for r in group.kernels])
-            for g, group in enumerate(state.groups)]
-        self.ste_refs = [r for group in state.groups for r in group.kernels]
-        self.ste_bounds = [float(np.max(np.abs(r.variable.numpy())))
-                           for r in self.ste_refs]
 
     def refresh_codebooks(self):
         for var, codebook in zip(self.ste_codebooks, self._lc.codebooks):
             var.assign(codebook.value)
 
+    def _snapped(self, w, g, quantization):
+        v = tf.reshape(tf.cast(w, tf.float32), [1, -1])
+        if isinstance(quantization, lc.AdaptiveQuantization):
+            codebook = self.ste_codebooks[g]
+            z = lc.kmeans.assign_nearest(v, codebook)
+        else:
+            codebook, z = quantization.project(v)
+        return tf.reshape(tf.gather(codebook[0], z[0]), tf.shape(w))
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             mapping = []
-            for g, refs in self.ste_groups:
-                codebook = self.ste_codebooks[g]
-                for ref in refs:
+            for g, group in enumerate(self._lc.groups):
+                for ref in group.kernels:
                     w = ref.variable.value
-                    z = lc.kmeans.assign_nearest(
-                        tf.reshape(w, [1, -1]), codebook)
-                    snapped = tf.reshape(tf.gather(codebook[0], z[0]),
-                                         tf.shape(w))
-                    mapping.append(
-                        (ref.variable, w + tf.stop_gradient(snapped - w)))
+                    q = tf.cast(self._snapped(w, g, group.quantization),
+                                w.dtype)
+                    mapping.append((ref.variable, w + tf.stop_gradient(q - w)))
             with keras.StatelessScope(state_mapping=mapping):
                 y_pred = self(x, training=True)
-            loss = keras.losses.sparse_categorical_crossentropy(y, y_pred)
-            loss = tf.reduce_mean(loss)
+            loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(y, y_pred))
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        # BinaryConnect: keep the float weights within a fixed range (that
-        # of the reference kernel), or they drift away where the
-        # straight-through gradient is blind. (Clipping to the codebook's own
-        # range instead shrinks the refit codebook epoch after epoch.)
-        if FLAGS.ste_clip:
-            for ref, bound in zip(self.ste_refs, self.ste_bounds):
-                ref.variable.assign(tf.clip_by_value(ref.variable.value,
-                                                     -bound, bound))
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables))
         logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
         logs["loss"] = loss
         return logs
 
 
 class _STECallback(keras.callbacks.Callback):
-    def __init__(self, lr_decay):
-        super().__init__()
-        self.lr_decay = lr_decay
-        self.lr0 = None
-
     def on_train_begin(self, logs=None):
         self.model.direct_compression()
         self.model.refresh_codebooks()
-        self.lr0 = float(self.model.optimizer.learning_rate.numpy())
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.lr_decay:
-            self.model.optimizer.learning_rate.assign(
-                self.lr0 * self.lr_decay ** (epoch // FLAGS.epochs_per_step))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.c_step()  # refit the codebook to the float weights
+        # Refit adaptive codebooks to the float weights (k-means, warm);
+        # the last one also makes the final net q(w).
+        self.model.c_step(update_multipliers=False)
         self.model.refresh_codebooks()
 
 
-def run_ste(reference, codebook, data):
+def run_ste(reference, codebook, data, epochs):
     x, y, xt, yt = data
     model = _STE(copy_of(reference), quantization(codebook))
-    model.compile(optimizer(FLAGS.ste_optimizer, FLAGS.ste_lr),
+    model.compile(cosine_adam(FLAGS.ste_lr, epochs * steps_per_epoch(x)),
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-              callbacks=[_STECallback(FLAGS.lr_decay)], verbose=2)
-    return model, FLAGS.epochs
+    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs,
+              callbacks=[_STECallback()], verbose=2)
+    return model, epochs
 
 
-RUNNERS = {"dc": run_dc, "idc": run_idc, "ste": run_ste, "lc": run_lc}
-LABELS = {"dc": "DC", "idc": "iDC", "ste": "STE", "lc": "LC"}
+class _Clustered(keras.Model):
+    """Trained clustering as the TF Model Optimization Toolkit does it.
+
+    Each kernel has K trainable centroids, initialised by k-means++ (then
+    Lloyd: our direct compression, at least as good a start as tfmot's
+    k-means++ alone). Every forward pass assigns each weight to its nearest
+    centroid; the kernel used is centroid[assignment], whose gradient sums
+    the gradients of the weights of each centroid (the gather's gradient)
+    and passes straight through to the float weights.
+    """
+
+    def __init__(self, lc_model):
+        super().__init__(name="clustered")
+        self.lc_model = lc_model
+        self.refs = [r for g in lc_model.lc_groups for r in g.kernels]
+        state = lc_model.compression_state()
+        self.centroids = [
+            keras.Variable(state[r.path].codebook[0], name=f"centroids_{i}")
+            for i, r in enumerate(self.refs)]
+
+    def call(self, x, training=None):
+        return self.lc_model.net(x, training=training)
+
+    def clustered(self, ref, centroids):
+        w = ref.variable.value
+        flat = tf.reshape(w, [-1, 1])
+        z = tf.argmin(tf.abs(flat - centroids[None, :]), axis=1)
+        q = tf.reshape(tf.gather(centroids, tf.stop_gradient(z)), tf.shape(w))
+        return q + (w - tf.stop_gradient(w))
+
+    def mapping(self):
+        return [(r.variable, self.clustered(r, c.value))
+                for r, c in zip(self.refs, self.centroids)]
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            with keras.StatelessScope(state_mapping=self.mapping()):
+                y_pred = self(x, training=True)
+            loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(y, y_pred))
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables))
+        logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
+        logs["loss"] = loss
+        return logs
+
+    def final_net(self):
+        """The clustered net as a plain Keras model (kernels = centroids)."""
+        net = copy_of(self.lc_model.net)
+        layers = {layer.name: layer for layer in net.layers}
+        for ref, centroids in zip(self.refs, self.centroids):
+            c = tf.constant(centroids.numpy())
+            w = ref.variable.value
+            z = tf.argmin(tf.abs(tf.reshape(w, [-1, 1]) - c[None, :]), axis=1)
+            getattr(layers[ref.layer.name], ref.attribute).assign(
+                tf.reshape(tf.gather(c, z), tf.shape(w)))
+        net.compile(loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"])
+        return net
+
+
+def run_cluster(reference, codebook, data, epochs):
+    x, y, xt, yt = data
+    if not codebook.startswith("k"):
+        return None, epochs  # clustering learns K free centroids only
+    lc_model = lc.LCModel(copy_of(reference),
+                          compression=quantization(codebook))
+    lc_model.direct_compression()
+    model = _Clustered(lc_model)
+    model.compile(keras.optimizers.Adam(FLAGS.cluster_lr),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs, verbose=2)
+    net = model.final_net()
+    net.lc_ratio = lc.compression_ratio(lc_model)
+    return net, epochs
+
+
+def run_ptq(reference, codebook, data, epochs, mode):
+    """Keras's own post-training `model.quantize(mode)`: no training."""
+    del codebook, data, epochs
+    net = copy_of(reference)
+    net.quantize(mode)
+    net.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    bits = {"int8": 8, "int4": 4}[mode]
+    weights = sum(int(np.prod(layer.kernel.shape)) for layer in net.layers
+                  if hasattr(layer, "kernel"))
+    outputs = sum(int(layer.kernel.shape[-1]) for layer in net.layers
+                  if hasattr(layer, "kernel"))
+    biases = sum(int(np.prod(layer.bias.shape)) for layer in net.layers
+                 if getattr(layer, "bias", None) is not None)
+    # bits per weight + one float32 scale per output channel + float biases.
+    net.lc_ratio = 32.0 * (weights + biases) / (
+        bits * weights + 32.0 * (outputs + biases))
+    return net, 0
+
+
+def run_float(reference, codebook, data, epochs):
+    """Control: the float reference trained for the same extra epochs."""
+    del codebook
+    x, y, xt, yt = data
+    net = copy_of(reference)
+    net.compile(cosine_adam(FLAGS.float_lr, epochs * steps_per_epoch(x)),
+                "sparse_categorical_crossentropy", metrics=["accuracy"])
+    net.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs, verbose=2)
+    net.lc_ratio = 1.0
+    return net, epochs
+
+
+RUNNERS = {
+    "dc": run_dc, "idc": run_idc, "ste": run_ste, "cluster": run_cluster,
+    "ptq8": lambda *a: run_ptq(*a, mode="int8"),
+    "ptq4": lambda *a: run_ptq(*a, mode="int4"),
+    "float": run_float, "lc": run_lc}
+LABELS = {"dc": "DC", "idc": "iDC", "ste": "STE", "cluster": "clustering",
+          "ptq8": "Keras PTQ", "ptq4": "Keras PTQ", "float": "float control",
+          "lc": "LC"}
+# Methods whose result does not depend on the codebook: run once a budget
+# (PTQ: once), under the codebook label given here.
+CODEBOOK_FREE = {"ptq8": "int8", "ptq4": "int4", "float": "float"}
+
+
+def ratio_of(model):
+    if hasattr(model, "lc_ratio"):
+        return model.lc_ratio
+    return lc.compression_ratio(model)
 
 
 def write_results(arch, rows, reference_row):
@@ -347,20 +478,49 @@ def write_results(arch, rows, reference_row):
     except ImportError:
         logging.info("matplotlib not installed: no plot.")
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in sorted({r["method"] for r in rows}):
-        pts = sorted((r["rho"], r["test_error"]) for r in rows
-                     if r["method"] == method)
-        ax.plot(*zip(*pts), "o-", label=method)
-    ax.axhline(reference_row["test_error"], color="k", ls="--",
-               label="reference")
-    ax.set_xlabel("compression ratio ρ")
-    ax.set_ylabel("test error %")
-    ax.set_title(f"{arch} on Fashion-MNIST")
-    ax.legend()
-    fig.tight_layout()
-    with lc.files.atomic_path(base + ".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    quantized = [r for r in rows if r["method"] not in ("float control",)]
+    for codebook in sorted({r["codebook"] for r in quantized}
+                           - set(CODEBOOK_FREE.values())):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for method in sorted({r["method"] for r in rows}):
+            mine = [r for r in rows if r["method"] == method and (
+                r["codebook"] == codebook or r["codebook"] == "float")]
+            if not mine:
+                continue
+            for ax, key in zip(axes, ("train_loss", "test_error")):
+                pts = sorted((r["epochs"], r[key]) for r in mine)
+                ax.plot(*zip(*pts), "o-", label=method)
+        for ax, key, label in zip(axes, ("train_loss", "test_error"),
+                                  ("train loss", "test error %")):
+            ax.axhline(reference_row[key], color="k", ls="--",
+                       label="reference")
+            ax.set_xlabel("training budget (epochs)")
+            ax.set_ylabel(f"quantized-net {label}")
+            ax.set_xscale("log")
+        axes[0].set_title(f"{arch}, {codebook}")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        name = codebook.replace(" ", "_").replace("=", "")
+        with lc.files.atomic_path(f"{base}_{name}.png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+
+
+def run_one(method, reference, codebook, data, budget):
+    x, y, xt, yt = data
+    keras.utils.set_random_seed(FLAGS.seed)
+    start = time.time()
+    model, epochs = RUNNERS[method](reference, codebook, data, budget)
+    seconds = time.time() - start
+    if model is None:
+        return None
+    err, loss = measure(model, x, y, xt, yt)
+    row = {"method": LABELS[method],
+           "codebook": CODEBOOK_FREE.get(method, codebook_label(codebook)),
+           "test_error": err, "train_loss": loss, "rho": ratio_of(model),
+           "epochs": epochs, "seconds": seconds, "seed": FLAGS.seed}
+    logging.info("%s", row)
+    return row
 
 
 def quality():
@@ -371,34 +531,20 @@ def quality():
         err, loss = measure(reference, x, y, xt, yt)
         reference_row = {"test_error": err, "train_loss": loss}
         rows = []
-        for codebook in FLAGS.codebooks:
-            for method in FLAGS.methods:
-                keras.utils.set_random_seed(FLAGS.seed)
-                start = time.time()
-                model, epochs = RUNNERS[method](reference, codebook, data)
-                seconds = time.time() - start
-                err, loss = measure(model, x, y, xt, yt)
-                rows.append({
-                    "method": LABELS[method],
-                    "codebook": codebook_label(codebook),
-                    "test_error": err, "train_loss": loss,
-                    "rho": lc.compression_ratio(model), "epochs": epochs,
-                    "seconds": seconds})
-                logging.info("%s", rows[-1])
-                write_results(arch, rows, reference_row)
-        if FLAGS.long_epochs:
-            keras.utils.set_random_seed(FLAGS.seed)
-            start = time.time()
-            model, epochs = run_lc(reference, FLAGS.codebooks[0], data,
-                                   epochs=FLAGS.long_epochs)
-            err, loss = measure(model, x, y, xt, yt)
-            rows.append({
-                "method": "LC (long)",
-                "codebook": codebook_label(FLAGS.codebooks[0]),
-                "test_error": err, "train_loss": loss,
-                "rho": lc.compression_ratio(model), "epochs": epochs,
-                "seconds": time.time() - start})
-            write_results(arch, rows, reference_row)
+        done_free = set()
+        budgets = [int(b) for b in FLAGS.budgets] or [FLAGS.epochs]
+        for budget in budgets:
+            for codebook in FLAGS.codebooks:
+                for method in FLAGS.methods:
+                    key = (method, 0 if method.startswith("ptq") else budget)
+                    if method in CODEBOOK_FREE:
+                        if key in done_free:
+                            continue
+                        done_free.add(key)
+                    row = run_one(method, reference, codebook, data, budget)
+                    if row is not None:
+                        rows.append(row)
+                        write_results(arch, rows, reference_row)
 
 
 class _EpochTimer(keras.callbacks.Callback):
