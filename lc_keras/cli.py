@@ -144,6 +144,16 @@ def _check(fv):
         if path and not path.endswith(".keras"):
             raise app.UsageError(f"--{name} must end in .keras. Received: "
                                  f"{path!r}")
+    # Every output is checked before the data is loaded and the run starts,
+    # so that a bad path does not cost a whole run.
+    for name in ("out", "save_lc", "tflite", "history", "results"):
+        path = getattr(fv, name)
+        if not path:
+            continue
+        try:
+            files.check_writable(_folder_for(path), f"--{name}")
+        except OSError as error:
+            raise app.UsageError(str(error)) from None
 
 
 def load_data(dataset, data_dir=None):
