@@ -409,8 +409,8 @@ def compress(fv, print_fn=print):
     # Two copies: one keeps the saved compile state (loss) and is compiled
     # here to measure the reference; LC trains the other, uncompiled, so that
     # no optimizer of ours is saved inside the LCModel.
-    evaluation = keras.models.load_model(fv.model)
-    reference = keras.models.load_model(fv.model, compile=False)
+    evaluation = lc.load_model(fv.model)
+    reference = lc.load_model(fv.model, compile=False)
     if isinstance(reference, lc.LCModel):
         raise app.UsageError(
             f"--model {fv.model!r} is an LCModel; pass the float reference "

@@ -14,6 +14,7 @@ import os
 import stat
 import tempfile
 import threading
+import zipfile
 
 _UMASK_LOCK = threading.Lock()
 
@@ -208,3 +209,49 @@ def atomic_write_text(path, text):
     '# hi'
     """
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_keras_file(path):
+    """Checks that a `.keras` file is a complete archive, before Keras reads it.
+
+    Keras reports a truncated `.keras` file as "File not found" (it looks
+    for a legacy SavedModel folder once the zip cannot be read); this names
+    the file and what is wrong with it instead. Every member's CRC is
+    checked.
+
+    Args:
+        path: The `.keras` file.
+
+    Returns:
+        `path`, as a string.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if it is truncated or corrupt.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> bad = os.path.join(tempfile.mkdtemp(), "cut.keras")
+    >>> atomic_write_bytes(bad, b"PK\\x03\\x04 cut")
+    >>> check_keras_file(bad)
+    Traceback (most recent call last):
+    ...
+    ValueError: The file '...cut.keras' is truncated or corrupt: not a complete .keras (zip) archive (File is not a zip file). Save the model again.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .keras file: {path!r}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise ValueError(
+            f"The file {path!r} is truncated or corrupt: not a complete "
+            f".keras (zip) archive ({error}). Save the model again."
+        ) from None
+    if broken is not None:
+        raise ValueError(
+            f"The file {path!r} is truncated or corrupt: its member "
+            f"{broken!r} fails its CRC check. Save the model again.")
+    return path

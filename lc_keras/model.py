@@ -642,11 +642,14 @@ class LCModel(keras.Model):
                 int(self._lc.epoch.numpy()) != epoch + 1:
             return
         for backup in self._lc_backups:
-            _, metadata, old_weights, _ = _backup_paths(backup)
+            weights, metadata, old_weights, _ = _backup_paths(backup)
             if _backup_epoch(metadata) != epoch or not os.path.exists(
                     old_weights):
                 continue
-            self.load_weights(old_weights)
+            # The previous weights go back in place (the files then agree
+            # again) and are loaded from there (Keras wants `.weights.h5`).
+            _copy_atomic(old_weights, weights)
+            self.load_weights(weights)
             logging.warning(
                 "The backup in %r holds the weights of epoch %d but says "
                 "epoch %d (the run was killed between the two writes); "
@@ -1044,3 +1047,36 @@ class LCModel(keras.Model):
             config["compression"] = spec_lib.deserialize_spec(
                 config["compression"])
         return cls(**config)
+
+
+def load_model(path, **kwargs):
+    """`keras.models.load_model`, with a clear error for a damaged file.
+
+    A `.keras` file is checked first (`lc_keras.files.check_keras_file`):
+    a truncated or corrupt one is a `ValueError` naming the file, where
+    Keras would say "File not found". Loads in `safe_mode` by default.
+
+    Args:
+        path: The model file (`.keras`; other formats go to Keras as is).
+        **kwargs: Passed to `keras.models.load_model` (e.g. `compile`).
+
+    Returns:
+        The model (an `LCModel` for a saved LCModel).
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if a `.keras` file is truncated or corrupt.
+
+    Example:
+
+    >>> import keras, os, tempfile, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.keras")
+    >>> net.save(path)
+    >>> lc.load_model(path).count_params()
+    10
+    """
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        files.check_keras_file(path)
+    return keras.models.load_model(path, **kwargs)

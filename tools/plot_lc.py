@@ -431,11 +431,9 @@ def load_lc_model(path):
 
     >>> model = load_lc_model("lc.keras")  # doctest: +SKIP
     """
-    import keras
-
     import lc_keras as lc
 
-    model = keras.models.load_model(path, compile=False)
+    model = lc.load_model(path, compile=False)
     if not isinstance(model, lc.LCModel):
         raise ValueError(
             f"{path} holds a {type(model).__name__}, not an LCModel: the "
