@@ -151,7 +151,10 @@ def _check(fv):
         if not path:
             continue
         try:
-            files.check_writable(_folder_for(path), f"--{name}")
+            try:
+                files.check_writable(path, f"--{name}")
+            except FileNotFoundError:  # a folder we create
+                files.check_writable(_folder_for(path), f"--{name}")
         except OSError as error:
             raise app.UsageError(str(error)) from None
 

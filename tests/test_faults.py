@@ -2,6 +2,7 @@
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import lc_keras as lc
 from conftest import mlp
@@ -264,3 +266,162 @@ def test_truncated_keras_files_are_clear_errors(tmp_path):
         open(bad, "wb").write(data[:int(len(data) * cut)])
         with pytest.raises(ValueError, match="cut.keras"):
             lc.load_model(bad)
+
+
+# ---------------------------------------------------------------------------
+# Refusals of silent mistakes; numpy numbers accepted
+# ---------------------------------------------------------------------------
+
+
+def test_schedule_takes_numpy_numbers_and_refuses_non_bools():
+    s = lc.MuSchedule(mu0=np.float32(1e-3), growth=np.float64(2.0),
+                      steps=np.int64(3), epochs_per_step=np.int32(2))
+    assert s.total_epochs == 6 and type(s.steps) is int
+    assert s.get_config() == lc.MuSchedule(**s.get_config()).get_config()
+    with pytest.raises(TypeError, match="MuSchedule requires strict to be a "
+                       "bool.*Received: strict='no'"):
+        lc.MuSchedule(strict="no")
+    with pytest.raises(TypeError, match="steps to be an int"):
+        lc.MuSchedule(steps=True)
+    with pytest.raises(ValueError, match="finite in float32.*mu0=0.1, "
+                       "growth=10.0, steps=60"):
+        lc.MuSchedule(mu0=0.1, growth=10.0, steps=60)
+
+
+def test_lcmodel_refuses_non_bools_and_shared_references():
+    net = mlp()
+    with pytest.raises(TypeError, match="quantized_evaluation to be a bool"):
+        lc.LCModel(net, quantized_evaluation="no")
+    model = lc.LCModel(net)
+    with pytest.raises(TypeError, match="quantized_evaluation"):
+        model.quantized_evaluation = "no"
+    model.direct_compression()
+    x, y = classification_data(n=8)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(TypeError, match="quantized to be a bool"):
+        model.evaluate(x, y, quantized="no", verbose=0)
+    with pytest.raises(TypeError, match="not another LCModel"):
+        lc.LCModel(model)
+    with pytest.raises(ValueError, match="no other LCModel wraps.*"
+                       "model 'mlp', already wrapped"):
+        lc.LCModel(net)
+
+
+def _compiled():
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_fit_refusals():
+    x, y = classification_data(n=64)
+    schedule = lc.MuSchedule(mu0=1e-2, growth=2.0, steps=2, epochs_per_step=1)
+    model = _compiled()
+    with pytest.raises(ValueError, match="at most one MuSchedule.*"
+                       "Received: 2"):
+        model.fit(x, y, epochs=2, callbacks=[
+            schedule, lc.MuSchedule(mu0=1e-2, growth=2.0, steps=2,
+                                    epochs_per_step=1)], verbose=0)
+    with pytest.raises(ValueError, match="requires training data.*0 samples"):
+        model.fit(x[:0], y[:0], epochs=2, callbacks=[schedule], verbose=0)
+    with pytest.raises(ValueError, match="has not started.*initial_epoch=1"):
+        model.fit(x, y, epochs=2, initial_epoch=1, callbacks=[schedule],
+                  verbose=0)
+    assert model.c_steps == 0  # nothing ran
+    empty = tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(8)
+    with pytest.raises(ValueError, match="requires training data"):
+        model.fit(empty, epochs=2, callbacks=[schedule], verbose=0)
+
+
+def test_backup_and_restore_gets_double_checkpoint(tmp_path):
+    x, y = classification_data(n=32)
+    schedule = lc.MuSchedule(mu0=1e-2, growth=2.0, steps=1, epochs_per_step=1)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "b"))
+    _compiled().fit(x, y, epochs=1, callbacks=[backup, schedule], verbose=0)
+    assert backup.double_checkpoint is True
+
+
+def test_frozen_layer_is_kept_at_its_direct_compression():
+    x, y = classification_data()
+    net = mlp()
+    net.get_layer("dense_1").trainable = False
+    model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    dc = lc.LCModel(_copy(net), compression=lc.AdaptiveQuantization(2))
+    expected = dc.direct_compression()["dense_1/kernel"]
+    schedule = lc.MuSchedule(mu0=1e-2, growth=2.0, steps=3, epochs_per_step=1)
+    with pytest.warns(UserWarning, match="dense_1/kernel.*kept at their "
+                      "direct compression"):
+        model.fit(x, y, epochs=3, callbacks=[schedule], verbose=0)
+    got = model.distortions()["dense_1/kernel"]
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert not np.any(model._lc.lambdas[0].numpy())
+
+
+def _copy(net):
+    clone = keras.models.clone_model(net)
+    clone.set_weights(net.get_weights())
+    return clone
+
+
+def test_nan_in_an_uncompressed_layer_is_named():
+    model = lc.LCModel(mlp(), compression={
+        "dense_1": lc.AdaptiveQuantization(2), "dense_2": None})
+    model.direct_compression()
+    bias = model.net.get_layer("dense_2").bias
+    bias.assign(np.full(bias.shape, np.inf, np.float32))
+    kernel = model.compressed_variables()["dense_1/kernel"]
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    with pytest.raises(ValueError, match="not compressed are not finite.*"
+                       "dense_2/bias"):
+        model.c_step()
+
+
+# ---------------------------------------------------------------------------
+# File modes and output paths
+# ---------------------------------------------------------------------------
+
+
+def test_files_get_the_umask_mode_and_keep_an_overwritten_mode(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        new = os.path.join(tmp_path, "new.json")
+        lc.files.atomic_write_text(new, "{}")
+        assert stat.S_IMODE(os.stat(new).st_mode) == 0o640
+        kept = os.path.join(tmp_path, "kept.json")
+        lc.files.atomic_write_text(kept, "{}")
+        os.chmod(kept, 0o604)
+        lc.files.atomic_write_text(kept, "{1}")
+        assert stat.S_IMODE(os.stat(kept).st_mode) == 0o604
+    finally:
+        os.umask(previous)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
+    blocker = os.path.join(tmp_path, "file")
+    open(blocker, "w").close()
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        lc.files.check_writable(os.path.join(blocker, "q.keras"))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        lc.files.check_writable(str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lc.files.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="--out cannot write.*q.keras.*"
+                       "Permission denied"):
+        lc.files.check_writable(os.path.join(tmp_path, "q.keras"), "--out")
+    monkeypatch.undo()
+    # The command line stops before loading anything.
+    from absl import app
+
+    from lc_keras import cli
+    model = os.path.join(tmp_path, "ref.keras")
+    mlp().save(model)
+    monkeypatch.setattr(cli, "load_data", lambda *a: pytest.fail("loaded"))
+    with pytest.raises(app.UsageError, match="--tflite cannot write.*is a "
+                       "file, not a folder"):
+        cli.main(["lc_keras", "compress", "--model", model, "--dataset",
+                  model, "--tflite", os.path.join(blocker, "q.tflite")])
+    assert sorted(os.listdir(tmp_path)) == ["file", "ref.keras"]
