@@ -600,11 +600,20 @@ class LCModel(keras.Model):
         end, so that `ModelCheckpoint` and `BackupAndRestore` save the state
         after the C step whatever the order they were given in.
 
+        Every `keras.callbacks.BackupAndRestore` among the callbacks is made
+        crash-safe: its `double_checkpoint` is turned on, a backup cut by a
+        kill while its metadata was written is replaced by the previous one
+        before Keras reads it, and a backup whose weights are one epoch
+        ahead of its metadata (a kill between the two writes) is resumed
+        from the previous weights. A `kill -9` at any moment then resumes to
+        the state of an uninterrupted run.
+
         Raises:
             ValueError: for a `BackupAndRestore` that saves in the middle of
                 epochs (`save_freq` other than `"epoch"`) together with a
                 `MuSchedule`: Keras restarts a restored epoch from its first
-                batch, so the resumed LC run could not be exact.
+                batch, so the resumed LC run could not be exact; for more
+                than one `MuSchedule`; for training data of 0 samples.
         """
         if _leading_size(x) == 0:
             raise ValueError(
