@@ -332,8 +332,8 @@ class LCModel(keras.Model):
             raise TypeError(
                 "LCModel requires a plain keras.Model to wrap, not another "
                 f"LCModel (its penalty and C steps would run twice). "
-                f"Received: model=LCModel '{model.name}'. Wrap its `.net`, or "
-                "its `quantized_model()`.")
+                f"Received: model=LCModel '{model.name}'. Wrap a copy of its "
+                "`.net`, or its `quantized_model()`.")
         if penalty not in _PENALTIES:
             raise ValueError(
                 f"LCModel requires penalty to be one of {_PENALTIES}. "
@@ -341,11 +341,19 @@ class LCModel(keras.Model):
         quantized_evaluation = checks.check_bool(
             "LCModel", "quantized_evaluation", quantized_evaluation)
         if model is not None:
-            other = _WRAPPERS.get(id(model))
-            if other is not None and other.net is model:
-                gc.collect()  # a wrapper only kept by reference cycles
+            # Another LCModel that wraps `model` and has changed its kernels
+            # (run a C step): the two would share them.
+            def other_wrapper():
                 other = _WRAPPERS.get(id(model))
-            if other is not None and other.net is model:
+                if other is None or other.net is not model or \
+                        other._lc.groups is None or not other.c_steps:
+                    return None
+                return other
+
+            if other_wrapper() is not None:
+                gc.collect()  # a wrapper only kept by reference cycles
+            other = other_wrapper()
+            if other is not None:
                 raise ValueError(
                     "LCModel requires a model that no other LCModel wraps: "
                     "the two would share its kernels, and the second one's "
