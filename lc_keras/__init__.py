@@ -5,6 +5,7 @@ a `MuSchedule`, and take `quantized_model()` (or a TFLite file that stores
 integer indices plus codebooks).
 """
 
+from lc_keras import checks
 from lc_keras import datasets
 from lc_keras import files
 from lc_keras.codebooks import AdaptiveQuantization
@@ -23,6 +24,7 @@ from lc_keras.export import unpack_indices
 from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.model import LCModel
+from lc_keras.model import load_model
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.runtime import expand_tflite
 from lc_keras.runtime import load_interpreter

@@ -144,6 +144,19 @@ def _check(fv):
         if path and not path.endswith(".keras"):
             raise app.UsageError(f"--{name} must end in .keras. Received: "
                                  f"{path!r}")
+    # Every output is checked before the data is loaded and the run starts,
+    # so that a bad path does not cost a whole run.
+    for name in ("out", "save_lc", "tflite", "history", "results"):
+        path = getattr(fv, name)
+        if not path:
+            continue
+        try:
+            try:
+                files.check_writable(path, f"--{name}")
+            except FileNotFoundError:  # a folder we create
+                files.check_writable(_folder_for(path), f"--{name}")
+        except OSError as error:
+            raise app.UsageError(str(error)) from None
 
 
 def load_data(dataset, data_dir=None):
@@ -399,8 +412,8 @@ def compress(fv, print_fn=print):
     # Two copies: one keeps the saved compile state (loss) and is compiled
     # here to measure the reference; LC trains the other, uncompiled, so that
     # no optimizer of ours is saved inside the LCModel.
-    evaluation = keras.models.load_model(fv.model)
-    reference = keras.models.load_model(fv.model, compile=False)
+    evaluation = lc.load_model(fv.model)
+    reference = lc.load_model(fv.model, compile=False)
     if isinstance(reference, lc.LCModel):
         raise app.UsageError(
             f"--model {fv.model!r} is an LCModel; pass the float reference "

@@ -50,15 +50,23 @@ cancels that transpose against its own, so no runtime `TRANSPOSE` remains.
 
 After conversion the file itself is checked (every op a builtin, every
 compressed kernel present as its exact packed int32 words, no float copy of
-a kernel) and only then written, atomically.
+a kernel) and only then written, atomically, with a checksum: a metadata
+entry `lc_keras_checksums` holds the CRC32 of the whole file and of each
+kernel's packed words and codebook, which `inspect_tflite`, `expand_tflite`
+and `load_interpreter` verify before reading anything else, naming the
+kernel whose bytes changed.
 """
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import re
+import struct
+import zlib
 
+import flatbuffers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -1022,18 +1030,190 @@ def _find_packed(reader):
 
 
 def _tflite_bytes(path_or_bytes, what):
-    """The bytes of a `.tflite` file given as a path or as bytes."""
+    """The bytes of a `.tflite` file given as a path or as bytes, verified.
+
+    Returns `(data, source)`: the bytes and how to name them in errors. A
+    file with an lc_keras checksum record is verified (`_check_integrity`).
+    """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return bytes(path_or_bytes)
+        data, source = bytes(path_or_bytes), "The given .tflite bytes"
+    else:
+        try:
+            path = os.fspath(path_or_bytes)
+        except TypeError:
+            raise TypeError(
+                f"{what} expects a `.tflite` path or its bytes. Received: "
+                f"{path_or_bytes!r} of type {type(path_or_bytes).__name__}"
+            ) from None
+        with open(path, "rb") as f:
+            data = f.read()
+        source = f"The file {path!r}"
+    _check_integrity(data, source)
+    return data, source
+
+
+# ---------------------------------------------------------------------------
+# Checksums
+# ---------------------------------------------------------------------------
+
+CHECKSUM_METADATA = "lc_keras_checksums"
+_CHECKSUM_MARK = b'{"lc_keras_checksums": 1, "file_crc32": "'
+_CRC_PLACEHOLDER = b"00000000"
+_SIZE_WIDTH = 14
+
+
+class _AlignedBuffer:
+    """Packs a buffer's bytes 16-byte aligned, as the TFLite converter does.
+
+    (The generated `BufferT.Pack` aligns byte vectors to 1 only.)
+    """
+
+    def __init__(self, schema, data):
+        self.schema = schema
+        self.data = data
+
+    def Pack(self, builder):  # noqa: N802 (flatbuffers object API)
+        schema = self.schema
+        offset = None
+        if self.data:
+            size = len(self.data)
+            builder.StartVector(1, size, 16)
+            builder.head -= size
+            builder.Bytes[builder.head:builder.head + size] = self.data
+            builder.vectorNumElems = size
+            offset = builder.EndVector()
+        schema.BufferStart(builder)
+        if offset is not None:
+            schema.BufferAddData(builder, offset)
+        return schema.BufferEnd(builder)
+
+
+def _pack(schema, model, buffers):
+    """Serializes a `ModelT` with `buffers` (a list of bytes)."""
+    model.buffers = [_AlignedBuffer(schema, b) for b in buffers]
+    builder = flatbuffers.Builder(sum(len(b) for b in buffers) + (1 << 16))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _add_checksums(data, plans):
+    """`data` with the `lc_keras_checksums` metadata entry added.
+
+    The entry (JSON) lists, per kernel, the buffers holding its packed words
+    and its codebook with their CRC32, the file's size, and the CRC32 of the
+    whole file computed with the entry's own CRC field set to zeros.
+    """
+    reader = _Model(data)
+    schema = reader.schema
+    buffers = list(reader.buffers)
+    kernels = []
+    for plan in plans:
+        entry = {"kernel": plan.key, "layer": plan.q.layer_name}
+        for part, content in (
+                ("words", plan.words.astype("<i4").tobytes()),
+                ("codebook", plan.q.codebook.reshape(-1).astype(
+                    "<f4").tobytes())):
+            found = [i for i, b in enumerate(buffers) if b == content]
+            if not found:
+                raise ValueError(
+                    f"The TFLite file does not store the {part} of kernel "
+                    f"'{plan.key}' (layer '{plan.q.layer_name}') as a "
+                    "constant; it cannot be checksummed.")
+            entry[part] = {"buffers": found, "crc32": zlib.crc32(content)}
+        kernels.append(entry)
+
+    def record(size):
+        text = json.dumps({"kernels": kernels}, sort_keys=True)[1:]
+        return (_CHECKSUM_MARK + _CRC_PLACEHOLDER + b'", "file_bytes": '
+                + str(size).rjust(_SIZE_WIDTH).encode() + b", "
+                + text.encode("utf-8"))
+
+    model = reader.model
+    metadata = schema.MetadataT()
+    metadata.name = CHECKSUM_METADATA
+    metadata.buffer = len(buffers)
+    model.metadata = list(model.metadata or []) + [metadata]
+    placeholder = record(0)
+    out = _pack(schema, model, buffers + [placeholder])
+    start = out.find(placeholder)
+    out = out[:start] + record(len(out)) + out[start + len(placeholder):]
+    crc = f"{zlib.crc32(out):08x}".encode()
+    at = start + len(_CHECKSUM_MARK)
+    return out[:at] + crc + out[at + len(crc):]
+
+
+def _check_integrity(data, source):
+    """Verifies the `lc_keras_checksums` record of a file, if it has one.
+
+    Returns:
+        The record (a dict), or None for a file without one.
+
+    Raises:
+        ValueError: naming the kernel whose packed words or codebook changed,
+            or saying that the file is truncated or corrupt.
+    """
+    start = data.find(_CHECKSUM_MARK)
+    if start < 0:
+        if CHECKSUM_METADATA.encode() in data:  # the record's start changed
+            raise ValueError(
+                f"{source} is truncated or corrupt: its lc_keras checksum "
+                "record cannot be read. Export it again.")
+        return None
     try:
-        path = os.fspath(path_or_bytes)
-    except TypeError:
-        raise TypeError(
-            f"{what} expects a `.tflite` path or its bytes. Received: "
-            f"{path_or_bytes!r} of type {type(path_or_bytes).__name__}"
+        record, _ = json.JSONDecoder().raw_decode(
+            data[start:].decode("latin-1"))
+        expected_crc = int(record["file_crc32"], 16)
+        size = int(record["file_bytes"])
+        kernels = [(str(k["kernel"]), str(k["layer"]),
+                    {part: ([int(i) for i in k[part]["buffers"]],
+                            int(k[part]["crc32"]))
+                     for part in ("words", "codebook")})
+                   for k in record["kernels"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{source} is truncated or corrupt: its lc_keras checksum record "
+            f"cannot be read ({type(error).__name__}). Export it again."
         ) from None
-    with open(path, "rb") as f:
-        return f.read()
+    if size != len(data):
+        raise ValueError(
+            f"{source} is truncated or corrupt: it has {len(data)} bytes, "
+            f"but {size} were written by export_tflite.")
+    at = start + len(_CHECKSUM_MARK)
+    blank = data[:at] + _CRC_PLACEHOLDER + data[at + len(_CRC_PLACEHOLDER):]
+    if zlib.crc32(blank) == expected_crc:
+        return record
+    try:
+        buffers = _Model(data).buffers
+    except ValueError:
+        buffers = None
+    for kernel, layer, parts in kernels:
+        for part, (indices, crc) in parts.items():
+            if buffers is None or any(
+                    i >= len(buffers) or zlib.crc32(buffers[i]) != crc
+                    for i in indices):
+                what = ("packed indices" if part == "words" else "codebook")
+                if buffers is None:
+                    break
+                raise ValueError(
+                    f"{source} is truncated or corrupt: the {what} of kernel "
+                    f"'{kernel}' (layer '{layer}') do not match their CRC32 "
+                    "checksum. Export it again.")
+    raise ValueError(
+        f"{source} is truncated or corrupt: its CRC32 checksum does not "
+        "match its content (the change is outside the packed indices and "
+        "codebooks: in the graph, the float constants or the checksum "
+        "record). Export it again.")
+
+
+def _readable(function, source):
+    """Runs `function()`; a malformed flatbuffer becomes a ValueError."""
+    try:
+        return function()
+    except (IndexError, KeyError, TypeError, AttributeError, struct.error,
+            UnicodeDecodeError, OverflowError) as error:
+        raise ValueError(
+            f"{source} is not a valid TFLite file: truncated or corrupt "
+            f"({type(error).__name__}: {error}).") from None
 
 
 def inspect_tflite(path_or_bytes):
@@ -1055,7 +1235,11 @@ def inspect_tflite(path_or_bytes):
     >>> [name for _, name in inspect_tflite(data).ops]
     ['ADD']
     """
-    data = _tflite_bytes(path_or_bytes, "inspect_tflite")
+    data, source = _tflite_bytes(path_or_bytes, "inspect_tflite")
+    return _readable(lambda: _summary(data, source), source)
+
+
+def _summary(data, source):
     reader = _Model(data)
     ops, tensors = [], []
     for s, subgraph in enumerate(reader.model.subgraphs or []):
@@ -1070,9 +1254,20 @@ def inspect_tflite(path_or_bytes):
                 subgraph=s, index=i, name=reader.name(t),
                 dtype=reader.type_names.get(t.type, str(t.type)),
                 shape=shape, data_bytes=len(reader.data(t))))
+    packed = tuple(_find_packed(reader))
+    _require_checksums(reader, packed, source)
     return TFLiteSummary(size_bytes=len(data), ops=tuple(ops),
-                         tensors=tuple(tensors),
-                         packed_kernels=tuple(_find_packed(reader)))
+                         tensors=tuple(tensors), packed_kernels=packed)
+
+
+def _require_checksums(reader, packed, source):
+    """Refuses packed kernels in a file without an lc_keras checksum."""
+    names = [reader.name(m) for m in reader.model.metadata or []]
+    if packed and CHECKSUM_METADATA not in names:
+        raise ValueError(
+            f"{source} has packed kernels (e.g. '{packed[0].name}') but no "
+            f"'{CHECKSUM_METADATA}' record: it is corrupt, or was written "
+            "by an lc_keras without checksums. Export it again.")
 
 
 def _verify(data, plans):
@@ -1149,22 +1344,11 @@ def _check_path(path):
         raise ValueError(
             "export_tflite writes a `.tflite` file; the path must end in "
             f"'.tflite'. Received: path={path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(
-            f"The folder of the export path does not exist: {folder!r}. "
-            f"Received: path={path!r}")
+    try:
+        files.check_writable(path, "export_tflite")
+    except OSError as error:
+        raise ValueError(f"{error} Received: path={path!r}") from None
     return path
-
-
-def _write_atomic(path, data, chunk_size=1 << 20):
-    """Writes `data` to `path` via a temp file in the same folder + rename."""
-    with files.atomic_path(path) as temp:
-        with open(temp, "wb") as f:
-            for start in range(0, len(data), chunk_size):
-                f.write(data[start:start + chunk_size])
-            f.flush()
-            os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------------
@@ -1245,7 +1429,9 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
                                   cached=(layout == "cached"))
     data = _convert(module, concrete)
     _verify(data, plans)
-    _write_atomic(path, data)
+    data = _add_checksums(data, plans)
+    _verify(data, plans)  # the repacked file too
+    files.atomic_write_bytes(path, data)
     result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
                           kernels=tuple(p.exported() for p in plans))
     logging.info(

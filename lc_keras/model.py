@@ -7,17 +7,34 @@ codebooks) when asked — normally by the `MuSchedule` callback between L steps.
 """
 
 import contextlib
+import gc
+import json
+import os
+import shutil
+import warnings
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lc_keras import checks
+from lc_keras import files
 from lc_keras import spec as spec_lib
 from lc_keras.quantized import QuantizedKernel
 
 _PENALTIES = ("augmented", "quadratic")
 _PENALTY_STEPS = ("proximal", "gradient")
+
+# The LCModel wrapping each reference model (by id), to refuse a second one.
+_WRAPPERS = weakref.WeakValueDictionary()
+
+# The files of `keras.callbacks.BackupAndRestore` in its `backup_dir`, and
+# the suffix of the previous pair that `double_checkpoint=True` keeps.
+_BACKUP_WEIGHTS = "latest.weights.h5"
+_BACKUP_METADATA = "training_metadata.json"
+_PREVIOUS = ".bkp"
 
 
 def _safe(path):
@@ -134,23 +151,41 @@ def _multi_worker(strategy):
     return sum(len(spec.get(job, ())) for job in ("chief", "worker")) > 1
 
 
+def _callback_items(callbacks):
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return list(callbacks.callbacks)
+    return list(keras.tree.flatten(callbacks))
+
+
 def _schedule_first(callbacks):
     """Puts the `MuSchedule`s of a callback list first; checks resumability.
 
-    Returns a new list (a `CallbackList` is reordered in place).
+    Also turns on `double_checkpoint` in every `BackupAndRestore` (see
+    `LCModel.fit`). Returns a new list (a `CallbackList` is reordered in
+    place).
     """
     from lc_keras.schedule import MuSchedule  # circular at import time
 
     if callbacks is None:
         return None
     container = callbacks
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        items = list(callbacks.callbacks)
-    else:
-        items = list(keras.tree.flatten(callbacks))
+    items = _callback_items(callbacks)
+    for c in items:
+        if (isinstance(c, keras.callbacks.BackupAndRestore)
+                and not c.double_checkpoint):
+            c.double_checkpoint = True
+            logging.info(
+                "LCModel.fit turned on double_checkpoint in "
+                "BackupAndRestore(backup_dir=%r), so that a run killed while "
+                "it writes resumes from the previous backup.", c.backup_dir)
     schedules = [c for c in items if isinstance(c, MuSchedule)]
     if not schedules:
         return callbacks
+    if len(schedules) > 1:
+        raise ValueError(
+            "LCModel.fit requires at most one MuSchedule among the "
+            f"callbacks (each would run its own C steps and multiplier "
+            f"updates). Received: {len(schedules)} MuSchedule callbacks")
     for c in items:
         if (isinstance(c, keras.callbacks.BackupAndRestore)
                 and c.save_freq != "epoch"):
@@ -167,6 +202,75 @@ def _schedule_first(callbacks):
         container.callbacks[:] = ordered
         return container
     return ordered
+
+
+def _backup_paths(backup):
+    """(weights, metadata, previous weights, previous metadata) paths."""
+    weights = os.path.join(backup.backup_dir, _BACKUP_WEIGHTS)
+    metadata = os.path.join(backup.backup_dir, _BACKUP_METADATA)
+    return weights, metadata, weights + _PREVIOUS, metadata + _PREVIOUS
+
+
+def _backup_epoch(path):
+    """The epoch a BackupAndRestore metadata file holds, or None."""
+    try:
+        with open(path) as f:
+            epoch = json.load(f)["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epoch if isinstance(epoch, int) and epoch >= 0 else None
+
+
+def _copy_atomic(source, target):
+    with files.atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _repair_backup(backup):
+    """Makes the files a killed run left in a backup folder loadable.
+
+    `BackupAndRestore` writes the weights, then the metadata (the epoch),
+    in place. A kill while it writes the metadata leaves it empty or cut,
+    and Keras then fails on every restart (it only falls back to the
+    previous pair for unreadable weights); a kill before the first metadata
+    is written leaves weights without one. Either way the previous pair
+    (kept by `double_checkpoint`) is put back, or, without one, the backup
+    is removed so that the run starts over (from the same weights, so that
+    it ends where an uninterrupted run would).
+    """
+    weights, metadata, old_weights, old_metadata = _backup_paths(backup)
+    if not (os.path.exists(weights) or os.path.exists(metadata)):
+        return
+    if os.path.exists(weights) and _backup_epoch(metadata) is not None:
+        return  # loadable (Keras falls back to the previous weights itself)
+    if os.path.exists(old_weights) and _backup_epoch(old_metadata) is not None:
+        _copy_atomic(old_weights, weights)
+        _copy_atomic(old_metadata, metadata)
+        logging.warning(
+            "The backup in %r was cut while it was written (metadata "
+            "unreadable or missing); restored the previous backup, of epoch "
+            "%d.", backup.backup_dir, _backup_epoch(metadata))
+        return
+    for path in (weights, metadata, old_weights, old_metadata):
+        if os.path.exists(path):
+            os.remove(path)
+    logging.warning(
+        "The backup in %r was cut while it was written and there is no "
+        "previous one; starting the run over.", backup.backup_dir)
+
+
+def _leading_size(x):
+    """The number of samples in `x` when it is cheap to tell, else None."""
+    if isinstance(x, tf.data.Dataset):
+        cardinality = int(x.cardinality().numpy())
+        return 0 if cardinality == 0 else None
+    if x is None:
+        return None
+    for leaf in keras.tree.flatten(x):
+        shape = getattr(leaf, "shape", None)
+        if shape is not None and len(shape) and shape[0] is not None:
+            return int(shape[0])
+    return None
 
 
 @keras.saving.register_keras_serializable(package="lc_keras")
@@ -235,6 +339,12 @@ class LCModel(keras.Model):
             raise TypeError(
                 "LCModel wraps a `keras.Model`. Received: "
                 f"model={model!r} of type {type(model).__name__}")
+        if isinstance(model, LCModel):
+            raise TypeError(
+                "LCModel requires a plain keras.Model to wrap, not another "
+                f"LCModel (its penalty and C steps would run twice). "
+                f"Received: model=LCModel '{model.name}'. Wrap a copy of its "
+                "`.net`, or its `quantized_model()`.")
         if penalty not in _PENALTIES:
             raise ValueError(
                 f"LCModel requires penalty to be one of {_PENALTIES}. "
@@ -243,11 +353,36 @@ class LCModel(keras.Model):
             raise ValueError(
                 f"LCModel requires penalty_step to be one of "
                 f"{_PENALTY_STEPS}. Received: penalty_step={penalty_step!r}")
+        quantized_evaluation = checks.check_bool(
+            "LCModel", "quantized_evaluation", quantized_evaluation)
+        if model is not None:
+            # Another LCModel that wraps `model` and has changed its kernels
+            # (run a C step): the two would share them.
+            def other_wrapper():
+                other = _WRAPPERS.get(id(model))
+                if other is None or other.net is not model or \
+                        other._lc.groups is None or not other.c_steps:
+                    return None
+                return other
+
+            if other_wrapper() is not None:
+                gc.collect()  # a wrapper only kept by reference cycles
+            other = other_wrapper()
+            if other is not None:
+                raise ValueError(
+                    "LCModel requires a model that no other LCModel wraps: "
+                    "the two would share its kernels, and the second one's "
+                    "direct compression would run on the first one's "
+                    f"LC-trained weights. Received: model '{model.name}', "
+                    f"already wrapped by LCModel '{other.name}'. Wrap a copy:"
+                    " `net = keras.models.clone_model(model); "
+                    "net.set_weights(model.get_weights())`.")
         self.net = model
         self.compression = compression
         self.penalty = penalty
         self.penalty_step = penalty_step
-        self._quantized_evaluation = bool(quantized_evaluation)
+        self._quantized_evaluation = quantized_evaluation
+        self._lc_backups = ()
         self._lc = _LCState(name="lc_state")
         # Kept out of `self.metrics` (a plain list is not tracked by Keras)
         # so that `evaluate` returns what it returns for the wrapped model.
@@ -261,6 +396,7 @@ class LCModel(keras.Model):
                     "it first, e.g. `model.build(input_shape)` or by calling "
                     "it on a batch.")
             self._ensure_state()
+            _WRAPPERS[id(model)] = self
 
     # ------------------------------------------------------------------
     # Building and state
@@ -516,20 +652,71 @@ class LCModel(keras.Model):
         end, so that `ModelCheckpoint` and `BackupAndRestore` save the state
         after the C step whatever the order they were given in.
 
+        Every `keras.callbacks.BackupAndRestore` among the callbacks is made
+        crash-safe: its `double_checkpoint` is turned on, a backup cut by a
+        kill while its metadata was written is replaced by the previous one
+        before Keras reads it, and a backup whose weights are one epoch
+        ahead of its metadata (a kill between the two writes) is resumed
+        from the previous weights. A `kill -9` at any moment then resumes to
+        the state of an uninterrupted run.
+
         Raises:
             ValueError: for a `BackupAndRestore` that saves in the middle of
                 epochs (`save_freq` other than `"epoch"`) together with a
                 `MuSchedule`: Keras restarts a restored epoch from its first
-                batch, so the resumed LC run could not be exact.
+                batch, so the resumed LC run could not be exact; for more
+                than one `MuSchedule`; for training data of 0 samples.
         """
+        if _leading_size(x) == 0:
+            raise ValueError(
+                f"LCModel.fit requires training data. Received: x with 0 "
+                "samples (LC would run its C steps on weights no L step "
+                "trained).")
         if not self.built:
             self._build_from_data(x)
         self._check_strategy()
+        callbacks = None
         if "callbacks" in kwargs:
-            kwargs["callbacks"] = _schedule_first(kwargs["callbacks"])
+            callbacks = kwargs["callbacks"] = _schedule_first(
+                kwargs["callbacks"])
         elif len(args) >= 5:  # fit(x, y, batch_size, epochs, verbose, cbs)
-            args = args[:4] + (_schedule_first(args[4]),) + args[5:]
+            callbacks = _schedule_first(args[4])
+            args = args[:4] + (callbacks,) + args[5:]
+        self._lc_backups = tuple(
+            c for c in _callback_items(callbacks or [])
+            if isinstance(c, keras.callbacks.BackupAndRestore))
+        for backup in self._lc_backups:
+            _repair_backup(backup)
         return super().fit(x, *args, **kwargs)
+
+    def _align_with_backups(self, epoch):
+        """Undoes a backup whose weights are one epoch ahead of its epoch.
+
+        A kill after `BackupAndRestore` wrote the weights of epoch e but
+        before it wrote "epoch e" restores the state of epoch e with Keras
+        starting at epoch e - 1. The previous weights (`double_checkpoint`)
+        are those of epoch e - 1: loading them makes the resume exact.
+        Called by `MuSchedule` once the backups are restored.
+        """
+        self._require_state()
+        if int(self._lc.steps.numpy()) == 0 or \
+                int(self._lc.epoch.numpy()) != epoch + 1:
+            return
+        for backup in self._lc_backups:
+            weights, metadata, old_weights, _ = _backup_paths(backup)
+            if _backup_epoch(metadata) != epoch or not os.path.exists(
+                    old_weights):
+                continue
+            # The previous weights go back in place (the files then agree
+            # again) and are loaded from there (Keras wants `.weights.h5`).
+            _copy_atomic(old_weights, weights)
+            self.load_weights(weights)
+            logging.warning(
+                "The backup in %r holds the weights of epoch %d but says "
+                "epoch %d (the run was killed between the two writes); "
+                "resumed from the previous backup instead.",
+                backup.backup_dir, epoch + 1, epoch)
+            return
 
     def train_step(self, data):
         if self._lc.groups is None:
@@ -578,7 +765,7 @@ class LCModel(keras.Model):
 
     @quantized_evaluation.setter
     def quantized_evaluation(self, value):
-        value = bool(value)
+        value = checks.check_bool("LCModel", "quantized_evaluation", value)
         if value != self._quantized_evaluation:
             self._quantized_evaluation = value
             self.test_function = None
@@ -588,6 +775,7 @@ class LCModel(keras.Model):
     def _evaluation_mode(self, quantized):
         previous = self.quantized_evaluation
         if quantized is not None:
+            quantized = checks.check_bool("LCModel", "quantized", quantized)
             self.quantized_evaluation = quantized
         try:
             if self.quantized_evaluation:
@@ -658,10 +846,19 @@ class LCModel(keras.Model):
     # C step
     # ------------------------------------------------------------------
 
+    def _frozen(self):
+        """Per kernel (in `_kernel_refs` order): whether training cannot move
+        it (its layer or variable is not trainable)."""
+        trainable = {id(v) for v in self.trainable_variables}
+        return tuple(id(ref.variable) not in trainable
+                     for ref in self._kernel_refs())
+
     def _project_fn(self, warm):
-        """A tf.function projecting every group; traced once per `warm`."""
-        if warm in self._project_fns:
-            return self._project_fns[warm]
+        """A tf.function projecting every group; traced once per `warm` and
+        set of frozen kernels."""
+        frozen = self._frozen()
+        if (warm, frozen) in self._project_fns:
+            return self._project_fns[(warm, frozen)]
         groups = self._lc.groups
 
         def project(mu):
@@ -671,7 +868,8 @@ class LCModel(keras.Model):
                 rows, finite = [], []
                 for ref in group.kernels:
                     w = tf.cast(ref.variable.value, tf.float32)
-                    if self.penalty == "augmented" and warm:
+                    if self.penalty == "augmented" and warm and not \
+                            frozen[i]:
                         w = w - tf.math.divide_no_nan(
                             self._lc.lambdas[i].value, mu)
                     finite.append(tf.reduce_all(tf.math.is_finite(w)))
@@ -703,24 +901,21 @@ class LCModel(keras.Model):
             return outputs
 
         fn = tf.function(project, autograph=False)
-        self._project_fns[warm] = fn
+        self._project_fns[(warm, frozen)] = fn
         return fn
 
     def _run_c_step(self, warm, update_multipliers):
         self._require_state()
         mu = self._lc.mu.value if warm else tf.constant(1.0)
         outputs = self._project_fn(warm)(mu)
+        frozen = self._frozen()
         i = 0
         for g, (finite, codebook, per_kernel) in enumerate(outputs):
             group = self._lc.groups[g]
             finite = finite.numpy()
             for ref, ok in zip(group.kernels, finite):
                 if not ok:
-                    raise ValueError(
-                        f"The C step of layer '{ref.layer.name}' received "
-                        f"NaN or inf weights in '{ref.path}' (the L step "
-                        "diverged: lower the learning rate or mu). The "
-                        "codebooks were left unchanged.")
+                    raise ValueError(self._non_finite_message(ref))
         for g, (_, codebook, per_kernel) in enumerate(outputs):
             group = self._lc.groups[g]
             self._lc.codebooks[g].assign(codebook)
@@ -728,16 +923,38 @@ class LCModel(keras.Model):
                 self._lc.indices[i].assign(idx)
                 self._lc.targets[i].assign(target)
                 w = tf.cast(ref.variable.value, tf.float32)
-                if update_multipliers and self.penalty == "augmented":
+                if (update_multipliers and self.penalty == "augmented"
+                        and not frozen[i]):
                     lam = self._lc.lambdas[i]
                     lam.assign(lam.value - self._lc.mu.value * (w - target))
-                elif not warm:
+                elif not warm or frozen[i]:
                     self._lc.lambdas[i].assign(tf.zeros_like(w))
                 i += 1
         self._lc.steps.assign_add(1)
         if float(self._lc.mu.numpy()) > 0:
             self._refresh_anchors()
         return self.distortions()
+
+    def _non_finite_message(self, ref):
+        """Why a C step found NaN or inf in kernel `ref`, naming the cause."""
+        compressed = {id(r.variable) for r in self._kernel_refs()}
+        others = [v.path for v in self.weights
+                  if id(v) not in compressed and v.dtype.startswith("float")
+                  and not np.all(np.isfinite(keras.ops.convert_to_numpy(
+                      v.value)))]
+        if others:
+            cause = (
+                f"; weights that are not compressed are not finite either: "
+                f"{others[:3]} — NaN or inf there spreads to every kernel "
+                "that training updates, so fix those first")
+        else:
+            cause = (
+                ". The L step diverged, or the training data or labels hold "
+                "NaN or inf: check them (e.g. `np.isfinite(x).all()`), then "
+                "lower the learning rate or mu")
+        return (f"The C step of layer '{ref.layer.name}' received NaN or inf "
+                f"weights in '{ref.path}'{cause}. The codebooks were left "
+                "unchanged.")
 
     def direct_compression(self):
         """Direct compression (DC): Θ ← Π(w), λ ← 0.
@@ -749,6 +966,15 @@ class LCModel(keras.Model):
         Returns:
             A dict `{kernel path: ‖w − Δ(Θ)‖²}`.
         """
+        frozen = [ref.path for ref, f in zip(self._kernel_refs(),
+                                             self._frozen()) if f]
+        if frozen:
+            warnings.warn(
+                f"LCModel '{self.name}': the kernels {frozen} are not "
+                "trainable (their layers or variables have trainable=False), "
+                "so the L steps cannot move them: they are kept at their "
+                "direct compression (each C step projects the weights "
+                "themselves, and their multipliers stay 0).", stacklevel=2)
         distortions = self._run_c_step(warm=False, update_multipliers=False)
         logging.info("LC direct compression: distortion %s", distortions)
         return distortions
@@ -776,7 +1002,8 @@ class LCModel(keras.Model):
         refs = self._kernel_refs()
         return {
             ref.path: float(tf.reduce_sum(tf.square(
-                tf.cast(ref.variable.value, tf.float32) - t.value)).numpy())
+                tf.cast(ref.variable.value, tf.float64)
+                - tf.cast(t.value, tf.float64))).numpy())
             for ref, t in zip(refs, self._lc.targets)
         }
 
@@ -893,3 +1120,36 @@ class LCModel(keras.Model):
             config["compression"] = spec_lib.deserialize_spec(
                 config["compression"])
         return cls(**config)
+
+
+def load_model(path, **kwargs):
+    """`keras.models.load_model`, with a clear error for a damaged file.
+
+    A `.keras` file is checked first (`lc_keras.files.check_keras_file`):
+    a truncated or corrupt one is a `ValueError` naming the file, where
+    Keras would say "File not found". Loads in `safe_mode` by default.
+
+    Args:
+        path: The model file (`.keras`; other formats go to Keras as is).
+        **kwargs: Passed to `keras.models.load_model` (e.g. `compile`).
+
+    Returns:
+        The model (an `LCModel` for a saved LCModel).
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if a `.keras` file is truncated or corrupt.
+
+    Example:
+
+    >>> import keras, os, tempfile, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.keras")
+    >>> net.save(path)
+    >>> lc.load_model(path).count_params()
+    10
+    """
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        files.check_keras_file(path)
+    return keras.models.load_model(path, **kwargs)

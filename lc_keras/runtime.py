@@ -17,11 +17,13 @@ The rewrite is a flatbuffer edit with the schema that ships with
 ai-edge-litert: no TensorFlow, no converter.
 """
 
-import flatbuffers
 import numpy as np
 
+from lc_keras.export import CHECKSUM_METADATA
 from lc_keras.export import RUNTIME_ZERO_NAME
 from lc_keras.export import _Model
+from lc_keras.export import _pack
+from lc_keras.export import _readable
 from lc_keras.export import _tflite_bytes
 
 # Ops whose outputs are computed once at load time when all their inputs
@@ -34,32 +36,6 @@ _FOLDABLE = frozenset((
 # Ops that reference other subgraphs.
 _CONTROL_FLOW = frozenset(("CALL_ONCE", "IF", "WHILE"))
 _CACHE_PREFIX = "lc/cache_"
-
-
-class _AlignedBuffer:
-    """Packs a buffer's bytes 16-byte aligned, as the TFLite converter does.
-
-    (The generated `BufferT.Pack` aligns byte vectors to 1 only.)
-    """
-
-    def __init__(self, schema, data):
-        self.schema = schema
-        self.data = data
-
-    def Pack(self, builder):  # noqa: N802 (flatbuffers object API)
-        schema = self.schema
-        offset = None
-        if self.data:
-            size = len(self.data)
-            builder.StartVector(1, size, 16)
-            builder.head -= size
-            builder.Bytes[builder.head:builder.head + size] = self.data
-            builder.vectorNumElems = size
-            offset = builder.EndVector()
-        schema.BufferStart(builder)
-        if offset is not None:
-            schema.BufferAddData(builder, offset)
-        return schema.BufferEnd(builder)
 
 
 def _evaluate(data, tensor_indices):
@@ -98,7 +74,9 @@ def expand_tflite(path_or_bytes):
         The bytes of the expanded (float) model; nothing is written to disk.
 
     Raises:
-        ValueError: If the data is not a TFLite file, or has no kernel
+        ValueError: If the data is not a TFLite file, is truncated or
+            corrupt (its checksum does not match: the error names the kernel
+            whose packed indices or codebook changed), or has no kernel
             decoded at run time (not written by `export_tflite`).
 
     Example:
@@ -113,7 +91,11 @@ def expand_tflite(path_or_bytes):
     >>> len(expanded) > os.path.getsize(path)  # float kernels, in memory
     True
     """
-    data = _tflite_bytes(path_or_bytes, "expand_tflite")
+    data, source = _tflite_bytes(path_or_bytes, "expand_tflite")
+    return _readable(lambda: _expand(data, source), source)
+
+
+def _expand(data, source):
     reader = _Model(data)
     schema = reader.schema
     model = reader.model
@@ -162,6 +144,13 @@ def expand_tflite(path_or_bytes):
     kernels = sorted(
         i for i in static & needed_by_runtime
         if not reader.data(tensors[i]) and tensors[i].type in float_types)
+    has_checksums = CHECKSUM_METADATA in [
+        reader.name(m) for m in model.metadata or []]
+    if kernels and not has_checksums:
+        raise ValueError(
+            f"{source} has kernels decoded at run time but no "
+            f"'{CHECKSUM_METADATA}' record: it is corrupt, or was written by "
+            "an lc_keras without checksums. Export it again.")
     if not kernels and any("packed_indices" in reader.name(t)
                            for t in tensors):
         raise ValueError(
@@ -225,7 +214,10 @@ def expand_tflite(path_or_bytes):
             for item in (signature.inputs or []) + (signature.outputs or []):
                 item.tensorIndex = new_index[int(item.tensorIndex)]
 
-    # Keep buffer 0 (the empty sentinel), the tensors' and the metadata's.
+    # Keep buffer 0 (the empty sentinel), the tensors' and the metadata's
+    # (but the checksums, which describe the packed file).
+    model.metadata = [m for m in model.metadata or []
+                      if reader.name(m) != CHECKSUM_METADATA]
     keep = {0}
     for subgraph in model.subgraphs:
         keep.update(int(t.buffer) for t in subgraph.tensors or []
@@ -239,11 +231,7 @@ def expand_tflite(path_or_bytes):
                 t.buffer = new_buffer.get(int(t.buffer), 0)
     for m in model.metadata or []:
         m.buffer = new_buffer[int(m.buffer)]
-    model.buffers = [_AlignedBuffer(schema, buffers[b]) for b in buffer_order]
-
-    builder = flatbuffers.Builder(sum(len(b) for b in buffers) + (1 << 16))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _pack(schema, model, [buffers[b] for b in buffer_order])
 
 
 def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
@@ -280,7 +268,7 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    data = _tflite_bytes(path_or_bytes, "load_interpreter")
+    data, _ = _tflite_bytes(path_or_bytes, "load_interpreter")
     if expand:
         data = expand_tflite(data)
     return Interpreter(model_content=data, **kwargs)

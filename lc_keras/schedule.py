@@ -12,7 +12,10 @@ import math
 import warnings
 
 import keras
+import numpy as np
 from absl import logging
+
+from lc_keras import checks
 
 # `schedule_phase` of the LC state: where in the schedule it was left.
 _AT_EPOCH_END = 0  # at the end of `schedule_epoch` epochs (or fresh)
@@ -21,23 +24,13 @@ _CLOSED = 2  # closed by an extra C step after a run stopped inside an L step
 
 
 def _check_number(name, value, low, inclusive, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"MuSchedule requires {name} to be a number. Received: "
-            f"{name}={value!r} of type {type(value).__name__}")
-    if not math.isfinite(value) or (value < low if inclusive else value <= low):
-        raise ValueError(
-            f"MuSchedule requires {name} {what}. Received: {name}={value}")
+    del what  # the bound is spelled by `checks`
+    return checks.check_number("MuSchedule", name, value, low=low,
+                               low_inclusive=inclusive)
 
 
 def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"MuSchedule requires {name} to be an int. Received: "
-            f"{name}={value!r} of type {type(value).__name__}")
-    if value < low:
-        raise ValueError(
-            f"MuSchedule requires {name} >= {low}. Received: {name}={value}")
+    return checks.check_int("MuSchedule", name, value, low=low)
 
 
 class MuSchedule(keras.callbacks.Callback):
@@ -108,28 +101,33 @@ class MuSchedule(keras.callbacks.Callback):
                  first_step_epochs=None, lr_decay=0.85, strict=True,
                  log_codebooks=16):
         super().__init__()
-        _check_number("mu0", mu0, 0, False, "> 0")
-        _check_number("growth", growth, 1, True, ">= 1")
-        _check_int("steps", steps, 1)
-        _check_int("epochs_per_step", epochs_per_step, 1)
+        mu0 = _check_number("mu0", mu0, 0, False, "> 0")
+        growth = _check_number("growth", growth, 1, True, ">= 1")
+        steps = _check_int("steps", steps, 1)
+        epochs_per_step = _check_int("epochs_per_step", epochs_per_step, 1)
         if first_step_epochs is None:
             first_step_epochs = epochs_per_step
-        _check_int("first_step_epochs", first_step_epochs, 1)
+        first_step_epochs = _check_int("first_step_epochs", first_step_epochs,
+                                       1)
         if lr_decay is not None:
-            _check_number("lr_decay", lr_decay, 0, False, "in (0, 1]")
-            if lr_decay > 1:
-                raise ValueError(
-                    "MuSchedule requires lr_decay in (0, 1]. Received: "
-                    f"lr_decay={lr_decay}")
-        self.mu0 = float(mu0)
-        self.growth = float(growth)
+            lr_decay = checks.check_number(
+                "MuSchedule", "lr_decay", lr_decay, low=0,
+                low_inclusive=False, high=1)
+        # μ is a float32 variable: its last value must be one.
+        last_mu = mu0 * growth ** (steps - 1) if growth > 1 else mu0
+        if not last_mu <= float(np.finfo(np.float32).max):
+            raise ValueError(
+                "MuSchedule requires mu0*growth**(steps-1), the mu of the "
+                "last LC step, to be finite in float32 (<= 3.4e38). "
+                f"Received: mu0={mu0}, growth={growth}, steps={steps}")
+        self.mu0 = mu0
+        self.growth = growth
         self.steps = steps
         self.epochs_per_step = epochs_per_step
         self.first_step_epochs = first_step_epochs
         self.lr_decay = lr_decay
-        self.strict = strict
-        _check_int("log_codebooks", log_codebooks, 0)
-        self.log_codebooks = log_codebooks
+        self.strict = checks.check_bool("MuSchedule", "strict", strict)
+        self.log_codebooks = _check_int("log_codebooks", log_codebooks, 0)
         self._epoch = None
         self._pending = False
         self._in_fit = False
@@ -204,8 +202,9 @@ class MuSchedule(keras.callbacks.Callback):
         """
         model = self.model
         state = model._lc
+        model._align_with_backups(epoch)
+        self._check_resume(epoch)
         if model.compression_initialized:
-            self._check_resume(epoch)
             self._distortions = model.distortions()
         else:
             self._distortions = model.direct_compression()
@@ -219,7 +218,14 @@ class MuSchedule(keras.callbacks.Callback):
         done = int(state.epoch.numpy())
         phase = int(state.phase.numpy())
         problem = None
-        if phase == _IN_EPOCH:
+        if not self.model.compression_initialized:
+            if epoch:
+                problem = (
+                    "it has not started (no C step yet), but fit starts at "
+                    f"epoch {epoch + 1} (initial_epoch={epoch}): the first "
+                    f"{epoch} epochs of the schedule, and their C steps, "
+                    "would be skipped. Pass initial_epoch=0 (the default)")
+        elif phase == _IN_EPOCH:
             problem = (
                 f"its state was saved in the middle of epoch {done + 1} (by "
                 "a checkpoint with a batch-level save_freq, or left by a fit "
@@ -298,6 +304,11 @@ class MuSchedule(keras.callbacks.Callback):
             self._c_step_if_due()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._marked:
+            raise ValueError(
+                "MuSchedule requires at least one training batch per epoch. "
+                f"Received: epoch {epoch + 1} with 0 batches (empty training "
+                "data?); no C step was run for it.")
         self._c_step_if_due()
         if self._stepped:
             self._log_step(epoch, logs or {})

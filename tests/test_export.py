@@ -16,6 +16,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from lc_keras import export
+from lc_keras import files
 from lc_keras.export import export_quantized
 from lc_keras.export import export_tflite
 from lc_keras.export import inspect_tflite
@@ -409,7 +410,7 @@ def test_failure_while_writing_keeps_previous_file(tmp_path, small,
     with pytest.raises(OSError, match="simulated"):
         export_quantized(model, variables, state, path, layout="cached")
     assert open(path, "rb").read() == before
-    assert glob.glob(str(tmp_path / ".*tmp")) == []
+    assert glob.glob(str(tmp_path / ".*tmp*")) == []
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
 
 
@@ -437,7 +438,7 @@ def test_failure_midway_through_the_data_keeps_previous_file(
             raise OSError("connection lost (simulated)")
 
     monkeypatch.setattr(
-        export, "open", lambda name, mode: HalfWriter(real_open(name, mode)),
+        files, "open", lambda name, mode: HalfWriter(real_open(name, mode)),
         raising=False)
     with pytest.raises(OSError, match="simulated"):
         export_quantized(model, variables, state, path, layout="cached")
@@ -478,7 +479,7 @@ def test_rejects_non_builtin_ops(tmp_path, small, monkeypatch):
 @pytest.mark.parametrize("path,match", [
     ("model.tfl", "must end in '.tflite'"),
     ("model.tflite.tmp", "must end in '.tflite'"),
-    ("/no/such/folder/model.tflite", "folder of the export path"),
+    ("/no/such/folder/model.tflite", "folder '/no/such/folder' does not exist"),
 ])
 def test_bad_paths(small, path, match):
     model, variables, state = small

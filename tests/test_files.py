@@ -43,6 +43,6 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_target_inside_a_file_is_an_error(tmp_path):
     blocker = os.path.join(tmp_path, "file")
     files.atomic_write_text(blocker, "x")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         files.atomic_write_text(os.path.join(blocker, "x.md"), "y")
     assert open(blocker).read() == "x"

@@ -40,6 +40,7 @@ from ai_edge_litert.interpreter import OpResolverType  # noqa: E402
 
 from lc_keras.export import export_quantized  # noqa: E402
 from lc_keras.files import atomic_write_bytes  # noqa: E402
+from lc_keras.files import check_writable  # noqa: E402
 from lc_keras.quantized import QuantizedKernel  # noqa: E402
 from lc_keras.runtime import expand_tflite  # noqa: E402
 
@@ -180,6 +181,7 @@ def main(argv):
     del argv
     out_dir = _OUT_DIR.value or tempfile.mkdtemp(prefix="lc_bench_")
     os.makedirs(out_dir, exist_ok=True)
+    check_writable(os.path.join(out_dir, "lenet300_k2.tflite"), "--out_dir")
     rng = np.random.default_rng(_SEED.value)
     rows = []
     for name in _MODELS.value:

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 
@@ -308,6 +309,14 @@ def _save(fig, path):
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100, format="png")
+        # The mode `open()` would give: the replaced file's, else the umask's.
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -422,11 +431,9 @@ def load_lc_model(path):
 
     >>> model = load_lc_model("lc.keras")  # doctest: +SKIP
     """
-    import keras
-
     import lc_keras as lc
 
-    model = keras.models.load_model(path, compile=False)
+    model = lc.load_model(path, compile=False)
     if not isinstance(model, lc.LCModel):
         raise ValueError(
             f"{path} holds a {type(model).__name__}, not an LCModel: the "
