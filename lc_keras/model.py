@@ -24,7 +24,9 @@ from lc_keras import files
 from lc_keras import spec as spec_lib
 from lc_keras.quantized import QuantizedKernel
 
-_PENALTIES = ("augmented", "quadratic")
+_PENALTIES = ("augmented", "feedback", "quadratic")
+# Penalties whose multipliers λ are updated (and shift the C step).
+_WITH_MULTIPLIERS = ("augmented", "feedback")
 _PENALTY_STEPS = ("proximal", "gradient")
 
 # The LCModel wrapping each reference model (by id), to refuse a second one.
@@ -301,8 +303,14 @@ class LCModel(keras.Model):
         compression: A `Quantization` applied to every compressible kernel, or
             a dict `{layer name | glob pattern | layer class: Quantization or
             None}`; see `lc_keras.spec`. Default: `AdaptiveQuantization(2)`.
-        penalty: `"augmented"` (augmented Lagrangian: multipliers λ are
-            updated after every C step) or `"quadratic"` (λ ≡ 0).
+        penalty: `"augmented"` (the augmented Lagrangian of the paper:
+            multipliers λ ← λ − μ·(w − Δ(Θ)) after every C step; the L step
+            penalises ‖w − Δ(Θ) − λ/μ‖² and the C step projects w − λ/μ),
+            `"feedback"` (the same multipliers, which enter the C step only:
+            the L step penalises ‖w − Δ(Θ)‖², and the C step projects
+            w − λ/μ, i.e. w plus the μ-weighted sum of all past gaps
+            w − Δ(Θ) — error feedback; it needs many short L steps, as
+            `MuSchedule.for_budget` makes) or `"quadratic"` (λ ≡ 0).
         penalty_step: How the L step applies the penalty. `"proximal"`
             (default): the optimizer steps on the loss alone, then every
             compressed kernel takes the exact proximal step of the penalty,
@@ -515,7 +523,7 @@ class LCModel(keras.Model):
         return total
 
     def _refresh_anchors(self):
-        """anchor ← Δ(Θ) + λ/μ (Δ(Θ) alone in quadratic-penalty mode)."""
+        """anchor ← Δ(Θ) + λ/μ (augmented), or Δ(Θ) alone (the others)."""
         mu = self._lc.mu.value
         for target, lam, anchor in zip(self._lc.targets, self._lc.lambdas,
                                        self._lc.anchors):
@@ -868,7 +876,7 @@ class LCModel(keras.Model):
                 rows, finite = [], []
                 for ref in group.kernels:
                     w = tf.cast(ref.variable.value, tf.float32)
-                    if self.penalty == "augmented" and warm and not \
+                    if self.penalty in _WITH_MULTIPLIERS and warm and not \
                             frozen[i]:
                         w = w - tf.math.divide_no_nan(
                             self._lc.lambdas[i].value, mu)
@@ -923,7 +931,7 @@ class LCModel(keras.Model):
                 self._lc.indices[i].assign(idx)
                 self._lc.targets[i].assign(target)
                 w = tf.cast(ref.variable.value, tf.float32)
-                if (update_multipliers and self.penalty == "augmented"
+                if (update_multipliers and self.penalty in _WITH_MULTIPLIERS
                         and not frozen[i]):
                     lam = self._lc.lambdas[i]
                     lam.assign(lam.value - self._lc.mu.value * (w - target))

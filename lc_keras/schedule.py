@@ -8,6 +8,7 @@ run resumed at an epoch end continues exactly; the state also records whether
 it was saved inside an epoch, so that an inexact resume is refused.
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -31,6 +32,112 @@ def _check_number(name, value, low, inclusive, what):
 
 def _check_int(name, value, low):
     return checks.check_int("MuSchedule", name, value, low=low)
+
+
+def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 1.0),
+                  mu0=None, mu_end=None):
+    """Validates the arguments of `MuSchedule.for_budget`; returns them."""
+    owner = "MuSchedule.for_budget"
+    epochs = checks.check_int(owner, "epochs", epochs, low=1)
+    step_batches = checks.check_int(owner, "step_batches", step_batches,
+                                    low=1)
+    if steps is not None:
+        steps = checks.check_int(owner, "steps", steps, low=1)
+    if (mu0 is None) != (mu_end is None):
+        raise ValueError(
+            f"{owner} requires mu0 and mu_end together (or neither, to set "
+            f"mu by `pull`). Received: mu0={mu0}, mu_end={mu_end}")
+    if mu0 is not None:
+        mu0 = checks.check_number(owner, "mu0", mu0, low=0,
+                                  low_inclusive=False)
+        mu_end = checks.check_number(owner, "mu_end", mu_end, low=mu0)
+        if not mu_end <= float(np.finfo(np.float32).max):
+            raise ValueError(
+                f"{owner} requires mu_end to be finite in float32 "
+                f"(<= 3.4e38). Received: mu_end={mu_end}")
+        pull = None
+    else:
+        if (isinstance(pull, (str, bytes)) or not hasattr(pull, "__len__")
+                or len(pull) != 2):
+            raise TypeError(
+                f"{owner} requires pull to be a pair (first, last). "
+                f"Received: pull={pull!r}")
+        first = checks.check_number(owner, "pull[0]", pull[0], low=0,
+                                    low_inclusive=False, high=1e3)
+        last = checks.check_number(owner, "pull[1]", pull[1], low=first,
+                                   high=1e3)
+        pull = (first, last)
+    return {"epochs": epochs, "step_batches": step_batches, "steps": steps,
+            "pull": pull, "mu0": mu0, "mu_end": mu_end}
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetGrid:
+    """Where the LC steps of a `MuSchedule.for_budget` run fall, in batches.
+
+    Batches are counted over the whole run (batch t of epoch e is number
+    e·steps_per_epoch + t + 1). L step k trains batches
+    `(end(k-1), end(k)]`; its C step and multiplier update run right after
+    batch `end(k)`. The `steps` ends split the budget evenly, the last one
+    at its last batch; a run allowed past the budget (`strict=False`) goes on
+    with L steps of the mean length and μ growing by the same factor.
+
+    Attributes:
+        steps_per_epoch: Batches per epoch.
+        total_batches: Batches of the budget.
+        steps: LC steps (C steps after direct compression) in the budget.
+        mu0: μ of the first L step.
+        mu_end: μ of the last L step.
+
+    Example:
+
+    >>> g = BudgetGrid(steps_per_epoch=10, total_batches=30, steps=3,
+    ...                mu0=1.0, mu_end=100.0)
+    >>> [g.end(k) for k in range(3)], [g.mu(k) for k in range(3)]
+    ([10, 20, 30], [1.0, 10.0, 100.0])
+    >>> g.step_of_batch(15)
+    1
+    """
+
+    steps_per_epoch: int
+    total_batches: int
+    steps: int
+    mu0: float
+    mu_end: float
+
+    @property
+    def growth(self):
+        """Factor of μ from one L step to the next."""
+        if self.steps == 1:
+            return 1.0
+        return (self.mu_end / self.mu0) ** (1.0 / (self.steps - 1))
+
+    def end(self, k):
+        """The batch count after which the C step of LC step k runs."""
+        if k < self.steps:
+            return int(round((k + 1) * self.total_batches / self.steps))
+        mean = max(1, int(round(self.total_batches / self.steps)))
+        return self.total_batches + (k - self.steps + 1) * mean
+
+    def mu(self, k):
+        """μ of L step k (μ_k = mu0·growth^k)."""
+        if k == self.steps - 1:
+            return self.mu_end
+        return self.mu0 * self.growth ** k
+
+    def step_of_batch(self, t):
+        """The L step that batch number t + 1 trains in (C steps before it)."""
+        k = 0
+        if t >= self.total_batches:
+            mean = max(1, int(round(self.total_batches / self.steps)))
+            k = self.steps + (t - self.total_batches) // mean
+        else:
+            k = (t * self.steps) // self.total_batches
+        while k > 0 and self.end(k - 1) > t:
+            k -= 1
+        while self.end(k) <= t:
+            k += 1
+        return k
 
 
 class MuSchedule(keras.callbacks.Callback):
@@ -99,8 +206,14 @@ class MuSchedule(keras.callbacks.Callback):
 
     def __init__(self, mu0=1e-4, growth=1.4, steps=30, epochs_per_step=2, *,
                  first_step_epochs=None, lr_decay=0.85, strict=True,
-                 log_codebooks=16):
+                 log_codebooks=16, budget=None):
         super().__init__()
+        self.budget = None if budget is None else _check_budget(**budget)
+        if self.budget is not None and lr_decay is not None:
+            raise ValueError(
+                "MuSchedule.for_budget leaves the learning rate to the "
+                "optimizer (a float or a Keras schedule); it takes no "
+                f"lr_decay. Received: lr_decay={lr_decay}")
         mu0 = _check_number("mu0", mu0, 0, False, "> 0")
         growth = _check_number("growth", growth, 1, True, ">= 1")
         steps = _check_int("steps", steps, 1)
@@ -135,12 +248,116 @@ class MuSchedule(keras.callbacks.Callback):
         self._marked = False
         self._stepped = False
         self._distortions = {}
+        self._grid = None  # budget runs: the BudgetGrid of this fit
+        self._done = 0  # budget runs: batches trained so far in the run
+
+    @classmethod
+    def for_budget(cls, epochs, *, step_batches=20, steps=None, pull=(1e-2, 1.0),
+                   mu0=None, mu_end=None, strict=True, log_codebooks=16):
+        """An LC schedule that fits a budget of `epochs` epochs.
+
+        The budget is split into short L steps of `step_batches` batches
+        (or into `steps` equal ones), each followed by a C step and the
+        multiplier update, and μ grows geometrically from the first L step to
+        the last, whose C step runs after the last batch of the budget: so
+        `fit(epochs=schedule.total_epochs)` does the whole budget and ends
+        on the quantized net Δ(Θ). The learning rate is the optimizer's own
+        (a float, or any Keras schedule); use it with the default
+        `LCModel(penalty_step="proximal")`.
+
+        μ is set relative to the optimizer: by default μ·lr0 (lr0: the
+        optimizer's learning rate when LC starts) runs from `pull[0]` to
+        `pull[1]`. μ·lr is the share of the distance to the penalty's
+        anchor that the proximal penalty step removes at each batch, so the
+        same `pull` means the same thing for SGD at 0.1 and for Adam at 1e-3
+        (see README, "Picking μ"). `mu0` and `mu_end` set μ directly
+        instead.
+
+        Args:
+            epochs: The budget, in epochs (an int >= 1).
+            step_batches: Batches per L step (>= 1), counted across epochs.
+            steps: Number of LC steps instead (>= 1, at most the number of
+                batches of the budget); overrides `step_batches`.
+            pull: `(first, last)` value of μ·lr0, each in (0, 1e3], first <=
+                last.
+            mu0: μ of the first L step; give it with `mu_end`.
+            mu_end: μ of the last L step (>= mu0).
+            strict: As for `MuSchedule`.
+            log_codebooks: As for `MuSchedule`.
+
+        Returns:
+            A `MuSchedule` whose `total_epochs` is `epochs`.
+
+        Raises:
+            ValueError: for an argument out of range, and, when `fit`
+                starts, for a budget with fewer batches than `steps` or data
+                whose number of batches per epoch Keras does not know.
+
+        Example:
+
+        >>> schedule = MuSchedule.for_budget(10)
+        >>> schedule.total_epochs
+        10
+        >>> grid = schedule.grid(steps_per_epoch=469, learning_rate=1e-3)
+        >>> grid.steps, grid.end(0), grid.end(grid.steps - 1)
+        (235, 20, 4690)
+        >>> round(grid.mu(0), 6), round(grid.mu(grid.steps - 1), 6)
+        (10.0, 1000.0)
+        """
+        budget = {"epochs": epochs, "step_batches": step_batches,
+                  "steps": steps, "pull": pull, "mu0": mu0,
+                  "mu_end": mu_end}
+        return cls(strict=strict, log_codebooks=log_codebooks, lr_decay=None,
+                   budget=budget)
+
+    def grid(self, steps_per_epoch, learning_rate):
+        """The `BudgetGrid` of a budget schedule for a given fit.
+
+        Args:
+            steps_per_epoch: Batches per epoch of the training data.
+            learning_rate: The optimizer's learning rate when LC starts
+                (used when μ is set by `pull`).
+
+        Returns:
+            A `BudgetGrid`.
+        """
+        if self.budget is None:
+            raise ValueError(
+                "MuSchedule.grid is for schedules made by "
+                "`MuSchedule.for_budget`; this one runs on an epoch grid "
+                "(see `step_of_epoch`).")
+        b = self.budget
+        steps_per_epoch = checks.check_int(
+            "MuSchedule", "steps_per_epoch", steps_per_epoch, low=1)
+        total = b["epochs"] * steps_per_epoch
+        steps = b["steps"]
+        if steps is None:
+            steps = -(-total // b["step_batches"])
+        if steps > total:
+            raise ValueError(
+                f"MuSchedule.for_budget requires steps <= the batches of the "
+                f"budget ({b['epochs']} epochs × {steps_per_epoch} batches = "
+                f"{total}), so that every L step trains at least one batch. "
+                f"Received: steps={steps}")
+        if b["mu0"] is not None:
+            mu0, mu_end = b["mu0"], b["mu_end"]
+        else:
+            learning_rate = checks.check_number(
+                "MuSchedule", "learning_rate", learning_rate, low=0,
+                low_inclusive=False)
+            mu0 = b["pull"][0] / learning_rate
+            mu_end = b["pull"][1] / learning_rate
+        return BudgetGrid(steps_per_epoch=steps_per_epoch,
+                          total_batches=total, steps=steps, mu0=mu0,
+                          mu_end=mu_end)
 
     # Schedule arithmetic -------------------------------------------------
 
     @property
     def total_epochs(self):
         """Epochs of the whole schedule: pass this to `fit(epochs=...)`."""
+        if self.budget is not None:
+            return self.budget["epochs"]
         return self.first_step_epochs + (self.steps - 1) * self.epochs_per_step
 
     def step_of_epoch(self, epoch):
@@ -173,14 +390,24 @@ class MuSchedule(keras.callbacks.Callback):
         model = self._lc_model()
         epochs = (self.params or {}).get("epochs")
         if self.strict and epochs is not None and epochs != self.total_epochs:
+            plan = ("a budget" if self.budget is not None else
+                    f"{self.steps} LC steps: {self.first_step_epochs} + "
+                    f"{self.steps - 1}×{self.epochs_per_step}")
             raise ValueError(
-                f"MuSchedule runs {self.total_epochs} epochs ({self.steps} LC "
-                f"steps: {self.first_step_epochs} + {self.steps - 1}×"
-                f"{self.epochs_per_step}), but fit was given epochs={epochs}. "
+                f"MuSchedule runs {self.total_epochs} epochs ({plan}), but "
+                f"fit was given epochs={epochs}. "
                 "Pass `epochs=schedule.total_epochs`, or build the schedule "
                 "with `strict=False` to stop early or continue past the last "
                 "step with μ still growing.")
         model._require_state()
+        if self.budget is not None and not (self.params or {}).get("steps"):
+            raise ValueError(
+                "MuSchedule.for_budget places its C steps by batch, so it "
+                "needs the number of batches per epoch before training, which "
+                "Keras does not know for this data (a dataset of unknown "
+                "length). Pass `steps_per_epoch=` to fit, or data of known "
+                "length (arrays, or a tf.data.Dataset with a known "
+                "cardinality).")
         if self.lr_decay is not None:
             lr = model.optimizer.learning_rate
             if not isinstance(lr, keras.Variable):
@@ -208,9 +435,13 @@ class MuSchedule(keras.callbacks.Callback):
             self._distortions = model.distortions()
         else:
             self._distortions = model.direct_compression()
-        if self.lr_decay is not None and float(state.base_lr.numpy()) == 0.0:
+        if float(state.base_lr.numpy()) == 0.0:
             state.base_lr.assign(
-                float(model.optimizer.learning_rate.numpy()))
+                float(keras.ops.convert_to_numpy(
+                    model.optimizer.learning_rate)))
+        if self.budget is not None:
+            self._grid = self.grid(self.params["steps"],
+                                   float(state.base_lr.numpy()))
 
     def _check_resume(self, epoch):
         """Refuses (or, if not strict, warns about) an inexact continuation."""
@@ -265,6 +496,9 @@ class MuSchedule(keras.callbacks.Callback):
         self._epoch = epoch
         self._pending = True
         self._marked = False
+        if self._grid is not None:
+            self._budget_epoch_begin(epoch)
+            return
         step = self.step_of_epoch(epoch)
         model.mu = self.mu_at_epoch(epoch)
         if self.lr_decay is not None:
@@ -272,6 +506,38 @@ class MuSchedule(keras.callbacks.Callback):
             model.optimizer.learning_rate.assign(base * self.lr_decay ** step)
         if epoch == 0 or self.ends_step(epoch - 1):
             logging.info("LC step %d: mu=%.4g", step, model.mu)
+
+    def _budget_epoch_begin(self, epoch):
+        grid = self._grid
+        self._done = epoch * grid.steps_per_epoch
+        step = grid.step_of_batch(self._done)
+        self._next_end = grid.end(step)
+        self.model.mu = grid.mu(step)
+        logging.info("LC epoch %d: L step %d of %d, mu=%.4g", epoch + 1,
+                     step, grid.steps, self.model.mu)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Budget runs: the C step (and multiplier update) of every L step
+        # that ended with this batch, then μ of the next L step.
+        if self._grid is None or self._epoch is None:
+            return
+        grid = self._grid
+        self._done = self._epoch * grid.steps_per_epoch + batch + 1
+        if self._done < self._next_end:
+            return
+        self._pending = True
+        self._c_step_if_due(force=True)
+        step = grid.step_of_batch(self._done)
+        self._next_end = grid.end(step)
+        if self._done < grid.total_batches:
+            self.model.mu = grid.mu(step)
+
+    def _inside_l_step(self):
+        """Whether the run stopped between two C steps."""
+        if self._grid is not None:
+            step = self._grid.step_of_batch(self._done)
+            return step == 0 or self._grid.end(step - 1) != self._done
+        return not self.ends_step(self._epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
         # Marks the state as inside an epoch (once per epoch), so that a
@@ -300,7 +566,7 @@ class MuSchedule(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         # Validation inside fit: run the C step first so that the validation
         # metrics describe the new quantized net.
-        if self._in_fit:
+        if self._in_fit and self._grid is None:
             self._c_step_if_due()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -309,6 +575,9 @@ class MuSchedule(keras.callbacks.Callback):
                 "MuSchedule requires at least one training batch per epoch. "
                 f"Received: epoch {epoch + 1} with 0 batches (empty training "
                 "data?); no C step was run for it.")
+        if self._grid is not None:
+            self._budget_epoch_end(epoch, logs)
+            return
         self._c_step_if_due()
         if self._stepped:
             self._log_step(epoch, logs or {})
@@ -325,6 +594,27 @@ class MuSchedule(keras.callbacks.Callback):
                 logs[f"lc_distortion/{path}"] = value
             logs.update(self._codebook_logs())
         self._pending = False
+
+    def _budget_epoch_end(self, epoch, logs):
+        state = self.model._lc
+        state.epoch.assign(epoch + 1)
+        state.phase.assign(_AT_EPOCH_END)
+        self._distortions = self.model.distortions()
+        self._stepped = False
+        self._pending = False
+        steps = min(self._grid.step_of_batch(self._done), self._grid.steps)
+        if logs is not None:
+            logs["lc_step"] = steps
+            logs["lc_mu"] = self.model.mu
+            for path, value in self._distortions.items():
+                logs[f"lc_distortion/{path}"] = value
+            logs.update(self._codebook_logs())
+        metrics = {k: round(float(v), 4) for k, v in (logs or {}).items()
+                   if k.startswith("val_") or k == "loss"}
+        logging.info(
+            "LC epoch %d done: %d C steps, mu=%.4g, distortion %s, %s",
+            epoch + 1, steps, self.model.mu,
+            {k: round(v, 6) for k, v in self._distortions.items()}, metrics)
 
     def _log_step(self, epoch, logs):
         """One line per LC step: μ, distortions, the quantized net's metrics.
@@ -354,7 +644,7 @@ class MuSchedule(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         # A run cut short (early stopping, TerminateOnNaN, fewer epochs):
         # finish with a C step so that Δ(Θ) follows the last L step.
-        if self._epoch is not None and not self.ends_step(self._epoch):
+        if self._epoch is not None and self._inside_l_step():
             model = self.model
             if self.model.stop_training or not self.strict:
                 try:
@@ -371,5 +661,5 @@ class MuSchedule(keras.callbacks.Callback):
             "epochs_per_step": self.epochs_per_step,
             "first_step_epochs": self.first_step_epochs,
             "lr_decay": self.lr_decay, "strict": self.strict,
-            "log_codebooks": self.log_codebooks,
+            "log_codebooks": self.log_codebooks, "budget": self.budget,
         }

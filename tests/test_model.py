@@ -454,3 +454,95 @@ def test_penalty_gradient_is_mu_times_w_minus_anchor():
         np.testing.assert_allclose(
             grad.numpy(), 0.3 * (ref.variable.numpy() - anchor.numpy()),
             rtol=1e-5, atol=1e-8)
+
+
+# The L step's penalty: proximal (default) and gradient steps; feedback ----
+
+
+def one_step_expectation(model, x, y, lr, mu):
+    """w after one SGD step on the loss, then the exact proximal step."""
+    refs = [r for g in model.lc_groups for r in g.kernels]
+    anchors = {r.path: a.numpy() for r, a in zip(refs, model._lc.anchors)}
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            y, model.net(x, training=True)))
+    variables = [r.variable for r in refs]
+    grads = tape.gradient(loss, variables)
+    c = lr * mu
+    return {r.path: (r.variable.numpy() - lr * g.numpy() + c * anchors[r.path])
+            / (1 + c) for r, g in zip(refs, grads)}
+
+
+@pytest.mark.parametrize("penalty", ["augmented", "feedback", "quadratic"])
+def test_proximal_step_is_exact(penalty):
+    x, y = classification_data(n=32)
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
+                       penalty=penalty)
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    model.direct_compression()
+    model.mu = 0.5
+    # A nonzero λ, so that the anchors of the penalties differ.
+    for lam in model._lc.lambdas:
+        lam.assign(tf.fill(lam.shape, 0.01))
+    model.c_step(update_multipliers=False)
+    model.mu = 3.0
+    expected = one_step_expectation(model, x, y, lr=0.1, mu=3.0)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for path, variable in model.compressed_variables().items():
+        np.testing.assert_allclose(variable.numpy(), expected[path],
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_anchors_of_each_penalty():
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    assert model.penalty == "augmented" and model.penalty_step == "proximal"
+    for penalty in ("augmented", "feedback"):
+        model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
+                           penalty=penalty)
+        model.direct_compression()
+        model.mu = 2.0
+        for w in model.compressed_variables().values():
+            w.assign(w.value + 0.05)
+        model.c_step()  # λ ← λ − μ·(w − Δ(Θ)): nonzero for both
+        for lam, target, anchor in zip(model._lc.lambdas, model._lc.targets,
+                                       model._lc.anchors):
+            assert np.abs(lam.numpy()).max() > 0
+            shift = lam.numpy() / 2.0 if penalty == "augmented" else 0.0
+            np.testing.assert_allclose(anchor.numpy(),
+                                       target.numpy() + shift, atol=1e-6)
+
+
+def test_gradient_and_proximal_agree_for_small_steps():
+    """For lr·μ → 0 the proximal step is the penalty's gradient step."""
+    x, y = classification_data(n=64)
+    runs = {}
+    for step in ("proximal", "gradient"):
+        keras.utils.set_random_seed(0)
+        model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
+                           penalty_step=step)
+        model.compile(keras.optimizers.SGD(0.01),
+                      "sparse_categorical_crossentropy")
+        schedule = lc.MuSchedule.for_budget(2, steps=2, mu0=1e-3,
+                                            mu_end=1e-2)
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False,
+                  callbacks=[schedule], verbose=0)
+        runs[step] = [v.numpy() for v in
+                      model.compressed_variables().values()]
+    for a, b in zip(runs["proximal"], runs["gradient"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bad_penalty_step():
+    with pytest.raises(ValueError, match="penalty_step to be one of "
+                       "\\('proximal', 'gradient'\\). Received: "
+                       "penalty_step='prox'"):
+        lc.LCModel(mlp(), penalty_step="prox")
+
+
+def test_penalty_step_is_saved(tmp_path):
+    model = lc.LCModel(mlp(), penalty="feedback", penalty_step="gradient")
+    model.direct_compression()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert (loaded.penalty, loaded.penalty_step) == ("feedback", "gradient")

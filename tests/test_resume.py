@@ -163,3 +163,69 @@ def test_mid_epoch_checkpoint_is_refused_on_resume(tmp_path):
     with pytest.warns(UserWarning, match="middle of epoch 1"):
         fit(loaded, [], sched=loose)
     assert loaded.c_steps == 3
+
+
+# Budget schedules: C steps inside epochs, resumed at an epoch end ----------
+
+
+def budget_schedule():
+    # 4 batches per epoch (128 / 32), 16 in all, in ceil(16 / 3) = 6 L
+    # steps: C steps after batches 3, 5, 8, 11, 13 and 16 — inside epochs
+    # and at their ends.
+    return lc.MuSchedule.for_budget(4, step_batches=3)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_sub_epoch_c_steps_resume_bit_identically(tmp_path, optimizer):
+    def model_():
+        model = make_model()
+        if optimizer == "adam":
+            model.compile(keras.optimizers.Adam(1e-3),
+                          "sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+        return model
+
+    whole = model_()
+    fit(whole, [], sched=budget_schedule())
+    assert whole.c_steps == 1 + 6  # direct compression + ceil(16 / 3)
+    expected = full_state(whole)
+
+    folder = os.path.join(tmp_path, "backup")
+    model = model_()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, [keras.callbacks.BackupAndRestore(folder), Preempt(1)],
+            sched=budget_schedule())
+    assert model.c_steps == 1 + 3  # ends at batches 3, 5, 8, 11, 13, 16
+    model = model_()
+    history = fit(model, [keras.callbacks.BackupAndRestore(folder)],
+                  sched=budget_schedule())
+    assert len(history.history["loss"]) == 2
+    assert_bit_identical(model, expected)
+
+
+def test_budget_logs_and_final_c_step():
+    model = make_model()
+    sched = budget_schedule()
+    history = fit(model, [], sched=sched)
+    # lc_step counts the C steps after direct compression at each epoch end.
+    assert history.history["lc_step"] == [1, 3, 4, 6]
+    grid = sched.grid(4, 0.05)
+    assert history.history["lc_mu"][-1] == pytest.approx(grid.mu_end)
+    # The last C step ran after the last batch: Δ(Θ) is that of the final w.
+    distortions = model.distortions()
+    state = model.compression_state()
+    for path, w in model.compressed_variables().items():
+        q = state[path].values()
+        assert np.sum((w.numpy() - q) ** 2) == pytest.approx(
+            distortions[path], rel=1e-5)
+    assert model.schedule_epoch == 4
+
+
+def test_budget_needs_known_batches_per_epoch():
+    import tensorflow as tf
+
+    model = make_model()
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32).filter(
+        lambda x, y: True)  # unknown cardinality
+    with pytest.raises(ValueError, match="steps_per_epoch="):
+        model.fit(data, epochs=4, callbacks=[budget_schedule()], verbose=0)

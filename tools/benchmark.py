@@ -76,6 +76,15 @@ flags.DEFINE_float("float_lr", 1e-3, "Float control: first learning rate of "
                    "Adam, cosine-decayed to 0 over the budget.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer of iDC "
                   "and LC: SGD with Nesterov momentum 0.9, or Adam.")
+flags.DEFINE_enum("lc_schedule", "budget", ["budget", "epochs"], "LC: "
+                  "MuSchedule.for_budget, or the epoch-grid MuSchedule "
+                  "(--mu0, --growth, --epochs_per_step, --lc_lr_decay).")
+flags.DEFINE_integer("step_batches", 20, "LC (budget): batches per L step.")
+flags.DEFINE_list("pull", [], "LC (budget): first,last value of mu·lr0 "
+                  "(default: MuSchedule.for_budget's).")
+flags.DEFINE_enum("lc_penalty", "feedback",
+                  ["augmented", "feedback", "quadratic"],
+                  "LC: LCModel's penalty.")
 flags.DEFINE_list("budgets", [], "Epoch budgets to run every method at "
                   "(default: --epochs).")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
@@ -226,7 +235,22 @@ def run_legacy_lc(reference, codebook, data, epochs, penalty="augmented",
 
 
 def run_lc(reference, codebook, data, epochs):
-    return run_legacy_lc(reference, codebook, data, epochs)
+    """LC with `MuSchedule.for_budget` (the default policy) or the epoch
+    grid (`--lc_schedule=epochs`, the previous default)."""
+    if FLAGS.lc_schedule == "epochs":
+        return run_legacy_lc(reference, codebook, data, epochs)
+    x, y, xt, yt = data
+    model = lc.LCModel(copy_of(reference), compression=quantization(codebook),
+                       penalty=FLAGS.lc_penalty)
+    model.compile(optimizer(FLAGS.optimizer, FLAGS.lr),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    kwargs = {"step_batches": FLAGS.step_batches}
+    if FLAGS.pull:
+        kwargs["pull"] = tuple(float(p) for p in FLAGS.pull)
+    schedule = lc.MuSchedule.for_budget(epochs, **kwargs)
+    model.fit(x, y, batch_size=FLAGS.batch_size, epochs=schedule.total_epochs,
+              validation_data=(xt, yt), callbacks=[schedule], verbose=2)
+    return model, schedule.total_epochs
 
 
 def run_idc(reference, codebook, data, epochs):
