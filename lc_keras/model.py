@@ -303,14 +303,19 @@ class LCModel(keras.Model):
         compression: A `Quantization` applied to every compressible kernel, or
             a dict `{layer name | glob pattern | layer class: Quantization or
             None}`; see `lc_keras.spec`. Default: `AdaptiveQuantization(2)`.
-        penalty: `"augmented"` (the augmented Lagrangian of the paper:
+        penalty: `"feedback"` (default; see below), `"augmented"` (the
+            augmented Lagrangian of the paper:
             multipliers λ ← λ − μ·(w − Δ(Θ)) after every C step; the L step
             penalises ‖w − Δ(Θ) − λ/μ‖² and the C step projects w − λ/μ),
             `"feedback"` (the same multipliers, which enter the C step only:
             the L step penalises ‖w − Δ(Θ)‖², and the C step projects
             w − λ/μ, i.e. w plus the μ-weighted sum of all past gaps
-            w − Δ(Θ) — error feedback; it needs many short L steps, as
-            `MuSchedule.for_budget` makes) or `"quadratic"` (λ ≡ 0).
+            w − Δ(Θ): error feedback, so that a weight whose loss gradient
+            keeps pushing it across a codebook boundary changes its entry
+            even when μ is large; made for the many short L steps of
+            `MuSchedule.for_budget`, where it trains better nets than
+            `"augmented"` — see README, "Picking μ") or `"quadratic"`
+            (λ ≡ 0).
         penalty_step: How the L step applies the penalty. `"proximal"`
             (default): the optimizer steps on the loss alone, then every
             compressed kernel takes the exact proximal step of the penalty,
@@ -339,7 +344,7 @@ class LCModel(keras.Model):
     True
     """
 
-    def __init__(self, model=None, compression=None, *, penalty="augmented",
+    def __init__(self, model=None, compression=None, *, penalty="feedback",
                  penalty_step="proximal", quantized_evaluation=True,
                  **kwargs):
         super().__init__(**kwargs)

@@ -495,7 +495,7 @@ def test_proximal_step_is_exact(penalty):
 
 def test_anchors_of_each_penalty():
     model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
-    assert model.penalty == "augmented" and model.penalty_step == "proximal"
+    assert model.penalty == "feedback" and model.penalty_step == "proximal"
     for penalty in ("augmented", "feedback"):
         model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
                            penalty=penalty)

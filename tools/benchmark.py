@@ -45,7 +45,10 @@ import tensorflow as tf
 import lc_keras as lc
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("mode", "quality", ["quality", "speed"], "What to run.")
+flags.DEFINE_enum("mode", "quality", ["quality", "speed", "report"],
+                  "What to run; report: merge the --inputs JSON files of "
+                  "earlier quality runs into one table and plots.")
+flags.DEFINE_list("inputs", [], "Report: results_<model>.json files.")
 flags.DEFINE_list("model", ["lenet300"], "lenet300 and/or lenet5.")
 flags.DEFINE_list("methods", ["dc", "ste", "cluster", "ptq8", "ptq4",
                                 "float", "lc"],
@@ -70,6 +73,9 @@ flags.DEFINE_float("lc_lr_decay", 0.85, "Learning-rate decay of LC per LC "
                    "step (MuSchedule's lr_decay; its default).")
 flags.DEFINE_float("ste_lr", 1e-3, "STE: first learning rate of Adam, "
                    "cosine-decayed to 0 over the budget.")
+flags.DEFINE_list("ste_lrs", [], "STE: per-budget learning rates, as "
+                  "budget=lr pairs (e.g. 3=3e-3,10=1e-3); others use "
+                  "--ste_lr.")
 flags.DEFINE_float("cluster_lr", 1e-4, "Trained clustering: Adam learning "
                    "rate (tfmot's fine-tuning default).")
 flags.DEFINE_float("float_lr", 1e-3, "Float control: first learning rate of "
@@ -340,7 +346,9 @@ class _STECallback(keras.callbacks.Callback):
 def run_ste(reference, codebook, data, epochs):
     x, y, xt, yt = data
     model = _STE(copy_of(reference), quantization(codebook))
-    model.compile(cosine_adam(FLAGS.ste_lr, epochs * steps_per_epoch(x)),
+    lrs = dict(item.split("=") for item in FLAGS.ste_lrs)
+    lr = float(lrs.get(str(epochs), FLAGS.ste_lr))
+    model.compile(cosine_adam(lr, epochs * steps_per_epoch(x)),
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs,
               callbacks=[_STECallback()], verbose=2)
@@ -521,6 +529,10 @@ def write_results(arch, rows, reference_row):
             ax.set_xlabel("training budget (epochs)")
             ax.set_ylabel(f"quantized-net {label}")
             ax.set_xscale("log")
+            budgets = sorted({r["epochs"] for r in rows if r["epochs"]})
+            ax.set_xticks(budgets)
+            ax.set_xticklabels([str(b) for b in budgets])
+            ax.minorticks_off()
         axes[0].set_title(f"{arch}, {codebook}")
         axes[1].legend(fontsize=8)
         fig.tight_layout()
@@ -665,10 +677,25 @@ def speed():
     print("\n".join(lines))
 
 
+def report():
+    """One table and one plot per codebook from several quality runs."""
+    rows, reference_row = [], None
+    for path in FLAGS.inputs:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        reference_row = reference_row or data["reference"]
+        rows += data["rows"]
+    rows.sort(key=lambda r: (r["codebook"], r["epochs"], r["method"],
+                             r.get("seed", 0)))
+    write_results(FLAGS.model[0], rows, reference_row)
+
+
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
-    if FLAGS.mode == "quality":
+    if FLAGS.mode == "report":
+        report()
+    elif FLAGS.mode == "quality":
         quality()
     else:
         speed()
