@@ -4,9 +4,9 @@ Trains (or loads) the 784-300-100-10 ReLU reference net, quantizes every
 layer's kernel with a K-entry codebook by DC and by LC, and prints a table of
 test error, full training loss and compression ratio ρ of each quantized net.
 
-    python examples/lenet300.py                 # K=2, about 6 minutes on 2 cores
-    python examples/lenet300.py --k 4 --steps 20
-    python examples/lenet300.py --codebook scaled_ternary
+    python examples/lenet300.py                 # K=2, about 3 minutes on 2 cores
+    python examples/lenet300.py --k 4 --epochs 30
+    python examples/lenet300.py --codebook scaled_ternary --optimizer sgd
 """
 
 import os
@@ -33,12 +33,13 @@ flags.DEFINE_string("reference", "runs/lenet300_reference.keras",
                     "Reference model: loaded if the file exists, else trained "
                     "and saved there.")
 flags.DEFINE_integer("ref_epochs", 30, "Epochs to train the reference.")
-flags.DEFINE_float("mu0", 1e-4, "First mu of the LC schedule.")
-flags.DEFINE_float("growth", 1.4, "Growth of mu per LC step.")
-flags.DEFINE_integer("steps", 30, "LC steps.")
-flags.DEFINE_integer("epochs_per_step", 2, "Epochs per L step.")
-flags.DEFINE_float("lr", 0.1, "Learning rate of the L steps (SGD Nesterov).")
-flags.DEFINE_float("lr_decay", 0.85, "Learning-rate decay per LC step.")
+flags.DEFINE_integer("epochs", 10, "LC's training budget in epochs "
+                     "(MuSchedule.for_budget).")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer of the L "
+                  "steps: Adam, or SGD with Nesterov momentum 0.9.")
+flags.DEFINE_float("lr", None, "Learning rate (default: 1e-3 for Adam, 0.1 "
+                   "for SGD).")
+flags.DEFINE_integer("step_batches", 20, "Batches per L step.")
 flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
 flags.DEFINE_integer("train_subset", 0, "Use only this many training images "
                      "(0: all); for smoke tests.")
@@ -62,6 +63,12 @@ def lenet300():
 
 def sgd(lr):
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def lc_optimizer():
+    if FLAGS.optimizer == "sgd":
+        return sgd(FLAGS.lr or 0.1)
+    return keras.optimizers.Adam(FLAGS.lr or 1e-3)
 
 
 def make_codebook():
@@ -119,7 +126,7 @@ def main(argv):
         net = keras.models.clone_model(reference)
         net.set_weights(reference.get_weights())
         model = lc.LCModel(net, compression=make_codebook())
-        model.compile(sgd(FLAGS.lr), "sparse_categorical_crossentropy",
+        model.compile(lc_optimizer(), "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model
 
@@ -130,10 +137,8 @@ def main(argv):
                 + (lc.compression_ratio(dc), 0, time.time() - start))
 
     model = lc_model()
-    schedule = lc.MuSchedule(
-        mu0=FLAGS.mu0, growth=FLAGS.growth, steps=FLAGS.steps,
-        epochs_per_step=FLAGS.epochs_per_step,
-        lr_decay=FLAGS.lr_decay if FLAGS.lr_decay else None)
+    schedule = lc.MuSchedule.for_budget(FLAGS.epochs,
+                                        step_batches=FLAGS.step_batches)
     start = time.time()
     model.fit(x, y, batch_size=FLAGS.batch_size,
               epochs=schedule.total_epochs, validation_data=(xt, yt),

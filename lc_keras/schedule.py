@@ -34,7 +34,7 @@ def _check_int(name, value, low):
     return checks.check_int("MuSchedule", name, value, low=low)
 
 
-def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 1.0),
+def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 0.3),
                   mu0=None, mu_end=None):
     """Validates the arguments of `MuSchedule.for_budget`; returns them."""
     owner = "MuSchedule.for_budget"
@@ -252,8 +252,8 @@ class MuSchedule(keras.callbacks.Callback):
         self._done = 0  # budget runs: batches trained so far in the run
 
     @classmethod
-    def for_budget(cls, epochs, *, step_batches=20, steps=None, pull=(1e-2, 1.0),
-                   mu0=None, mu_end=None, strict=True, log_codebooks=16):
+    def for_budget(cls, epochs, *, step_batches=20, steps=None,
+                   pull=(1e-2, 0.3), mu0=None, mu_end=None, strict=True, log_codebooks=16):
         """An LC schedule that fits a budget of `epochs` epochs.
 
         The budget is split into short L steps of `step_batches` batches
@@ -302,7 +302,7 @@ class MuSchedule(keras.callbacks.Callback):
         >>> grid.steps, grid.end(0), grid.end(grid.steps - 1)
         (235, 20, 4690)
         >>> round(grid.mu(0), 6), round(grid.mu(grid.steps - 1), 6)
-        (10.0, 1000.0)
+        (10.0, 300.0)
         """
         budget = {"epochs": epochs, "step_batches": step_batches,
                   "steps": steps, "pull": pull, "mu0": mu0,
