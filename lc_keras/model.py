@@ -538,7 +538,7 @@ class LCModel(keras.Model):
             else:
                 anchor.assign(target.value)
 
-    def _proximal_step(self):
+    def _proximal_step(self, lr):
         """w ← (w + c·a)/(1 + c), c = lr·μ, on every compressed kernel.
 
         The exact minimiser of μ/2·‖w − a‖² + 1/(2·lr)·‖w − w₀‖² (the
@@ -547,7 +547,6 @@ class LCModel(keras.Model):
         distribution strategy it runs once per replica on the synchronized
         (mirrored) kernels, as the optimizer's own updates do.
         """
-        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
         c = lr * self._lc.mu.value
         shrink = c / (1.0 + c)
         pairs = [(ref.variable.value, anchor.value) for ref, anchor in
@@ -739,12 +738,16 @@ class LCModel(keras.Model):
                 "first), or build the model before training.")
         if self.penalty_step == "proximal":
             # The penalty before this step's update, as the gradient mode
-            # reports it (it is not part of the loss the optimizer sees).
+            # reports it (it is not part of the loss the optimizer sees),
+            # and the learning rate this step's update uses (a schedule's
+            # value moves on with the optimizer's iteration count).
             self._trackers.penalty.update_state(
                 tf.stop_gradient(self.lc_penalty()))
+            lr = tf.identity(tf.cast(self.optimizer.learning_rate,
+                                     tf.float32))
         logs = super().train_step(data)
         if self.penalty_step == "proximal":
-            self._proximal_step()
+            self._proximal_step(lr)
         logs["lc_penalty"] = self._trackers.penalty.result()
         logs["lc_mu"] = self._lc.mu.value
         return self._multi_worker_logs(logs)

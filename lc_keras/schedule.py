@@ -253,7 +253,8 @@ class MuSchedule(keras.callbacks.Callback):
 
     @classmethod
     def for_budget(cls, epochs, *, step_batches=20, steps=None,
-                   pull=(1e-2, 0.3), mu0=None, mu_end=None, strict=True, log_codebooks=16):
+                   pull=(1e-2, 0.3), mu0=None, mu_end=None, strict=True,
+                   log_codebooks=16):
         """An LC schedule that fits a budget of `epochs` epochs.
 
         The budget is split into short L steps of `step_batches` batches

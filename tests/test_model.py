@@ -473,12 +473,18 @@ def one_step_expectation(model, x, y, lr, mu):
             / (1 + c) for r, g in zip(refs, grads)}
 
 
-@pytest.mark.parametrize("penalty", ["augmented", "feedback", "quadratic"])
-def test_proximal_step_is_exact(penalty):
+@pytest.mark.parametrize("penalty, rate", [
+    ("augmented", "float"), ("feedback", "float"), ("quadratic", "float"),
+    ("feedback", "schedule")])
+def test_proximal_step_is_exact(penalty, rate):
     x, y = classification_data(n=32)
     model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
                        penalty=penalty)
-    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    # A Keras schedule: the step uses its value at iteration 0 (0.1), not
+    # the one after the optimizer's update (0.05).
+    lr = 0.1 if rate == "float" else \
+        keras.optimizers.schedules.PiecewiseConstantDecay([0], [0.1, 0.05])
+    model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
     model.direct_compression()
     model.mu = 0.5
     # A nonzero λ, so that the anchors of the penalties differ.
@@ -546,3 +552,33 @@ def test_penalty_step_is_saved(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert (loaded.penalty, loaded.penalty_step) == ("feedback", "gradient")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "schedule"])
+def test_for_budget_with_any_optimizer(optimizer):
+    """μ follows the optimizer's first learning rate; the run is finite and
+    ends on the codebooks."""
+    x, y = classification_data(n=64)
+    make = {
+        "sgd": lambda: keras.optimizers.SGD(0.1, momentum=0.9,
+                                            nesterov=True),
+        "adam": lambda: keras.optimizers.Adam(1e-3),
+        "adamw": lambda: keras.optimizers.AdamW(1e-3),
+        "schedule": lambda: keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(2e-3, 16)),
+    }[optimizer]
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    model.compile(make(), "sparse_categorical_crossentropy")
+    lr0 = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    schedule = lc.MuSchedule.for_budget(4, step_batches=3)
+    history = model.fit(x, y, batch_size=16, epochs=schedule.total_epochs,
+                        callbacks=[schedule], verbose=0)
+    grid = schedule.grid(4, lr0)
+    assert history.history["lc_mu"][-1] == pytest.approx(grid.mu_end,
+                                                         rel=1e-6)
+    assert grid.mu_end * lr0 == pytest.approx(0.3)
+    assert model.c_steps == 1 + grid.steps
+    for w in model.compressed_variables().values():
+        assert np.all(np.isfinite(w.numpy()))
+    q = model.quantized_model()
+    assert len(np.unique(q.get_layer("dense_1").kernel.numpy())) <= 2
