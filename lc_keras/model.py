@@ -869,87 +869,105 @@ class LCModel(keras.Model):
         return tuple(id(ref.variable) not in trainable
                      for ref in self._kernel_refs())
 
-    def _project_fn(self, warm):
-        """A tf.function projecting every group; traced once per `warm` and
-        set of frozen kernels."""
-        frozen = self._frozen()
-        if (warm, frozen) in self._project_fns:
-            return self._project_fns[(warm, frozen)]
-        groups = self._lc.groups
-
-        def project(mu):
-            outputs = []
-            i = 0
-            for g, group in enumerate(groups):
-                rows, finite = [], []
-                for ref in group.kernels:
-                    w = tf.cast(ref.variable.value, tf.float32)
-                    if self.penalty in _WITH_MULTIPLIERS and warm and not \
-                            frozen[i]:
-                        w = w - tf.math.divide_no_nan(
-                            self._lc.lambdas[i].value, mu)
-                    finite.append(tf.reduce_all(tf.math.is_finite(w)))
-                    rows.append(_to_rows(w, ref, group))
-                    i += 1
-                v = rows[0] if len(rows) == 1 else tf.concat(rows, axis=-1)
-                previous = self._lc.codebooks[g].value if warm else None
-                codebook, indices = group.quantization.project(v, previous)
-                codebook = tf.cast(codebook, tf.float32)
-                indices = tf.cast(indices, tf.int32)
-                per_kernel = []
-                offset = 0
-                for ref in group.kernels:
-                    n = ref.size // (ref.channels if group.per_channel else 1)
-                    idx_rows = indices[:, offset:offset + n]
-                    offset += n
-                    idx = _from_rows(idx_rows, ref, group)
-                    if group.per_channel:
-                        rows_of = _from_rows(
-                            tf.broadcast_to(
-                                tf.range(ref.channels)[:, None],
-                                tf.shape(idx_rows)), ref, group)
-                        target = tf.gather_nd(
-                            codebook, tf.stack([rows_of, idx], axis=-1))
-                    else:
-                        target = tf.gather(codebook[0], idx)
-                    per_kernel.append((idx, target))
-                outputs.append((tf.stack(finite), codebook, per_kernel))
-            return outputs
-
-        fn = tf.function(project, autograph=False)
-        self._project_fns[(warm, frozen)] = fn
-        return fn
-
-    def _run_c_step(self, warm, update_multipliers):
-        self._require_state()
-        mu = self._lc.mu.value if warm else tf.constant(1.0)
-        outputs = self._project_fn(warm)(mu)
-        frozen = self._frozen()
+    def _project(self, mu, warm, frozen):
+        """Graph of the projection of every group: (finite, codebook,
+        [(indices, target) per kernel]) per group."""
+        outputs = []
         i = 0
-        for g, (finite, codebook, per_kernel) in enumerate(outputs):
-            group = self._lc.groups[g]
-            finite = finite.numpy()
-            for ref, ok in zip(group.kernels, finite):
-                if not ok:
-                    raise ValueError(self._non_finite_message(ref))
+        for g, group in enumerate(self._lc.groups):
+            rows, finite = [], []
+            for ref in group.kernels:
+                w = tf.cast(ref.variable.value, tf.float32)
+                if self.penalty in _WITH_MULTIPLIERS and warm and not \
+                        frozen[i]:
+                    w = w - tf.math.divide_no_nan(
+                        self._lc.lambdas[i].value, mu)
+                finite.append(tf.reduce_all(tf.math.is_finite(w)))
+                rows.append(_to_rows(w, ref, group))
+                i += 1
+            v = rows[0] if len(rows) == 1 else tf.concat(rows, axis=-1)
+            previous = self._lc.codebooks[g].value if warm else None
+            codebook, indices = group.quantization.project(v, previous)
+            codebook = tf.cast(codebook, tf.float32)
+            indices = tf.cast(indices, tf.int32)
+            per_kernel = []
+            offset = 0
+            for ref in group.kernels:
+                n = ref.size // (ref.channels if group.per_channel else 1)
+                idx_rows = indices[:, offset:offset + n]
+                offset += n
+                idx = _from_rows(idx_rows, ref, group)
+                if group.per_channel:
+                    rows_of = _from_rows(
+                        tf.broadcast_to(
+                            tf.range(ref.channels)[:, None],
+                            tf.shape(idx_rows)), ref, group)
+                    target = tf.gather_nd(
+                        codebook, tf.stack([rows_of, idx], axis=-1))
+                else:
+                    target = tf.gather(codebook[0], idx)
+                per_kernel.append((idx, target))
+            outputs.append((tf.stack(finite), codebook, per_kernel))
+        return outputs
+
+    def _commit(self, outputs, warm, update_multipliers, frozen):
+        """Graph of the assignments of a C step: Θ, Δ(Θ), λ, anchors."""
+        mu = self._lc.mu.value
+        i = 0
         for g, (_, codebook, per_kernel) in enumerate(outputs):
             group = self._lc.groups[g]
             self._lc.codebooks[g].assign(codebook)
             for ref, (idx, target) in zip(group.kernels, per_kernel):
                 self._lc.indices[i].assign(idx)
                 self._lc.targets[i].assign(target)
+                lam = self._lc.lambdas[i]
                 w = tf.cast(ref.variable.value, tf.float32)
                 if (update_multipliers and self.penalty in _WITH_MULTIPLIERS
                         and not frozen[i]):
-                    lam = self._lc.lambdas[i]
-                    lam.assign(lam.value - self._lc.mu.value * (w - target))
+                    new = lam.value - mu * (w - target)
                 elif not warm or frozen[i]:
-                    self._lc.lambdas[i].assign(tf.zeros_like(w))
+                    new = tf.zeros_like(w)
+                else:
+                    new = lam.value
+                lam.assign(new)
+                anchor = target
+                if self.penalty == "augmented":
+                    anchor = target + tf.math.divide_no_nan(new, mu)
+                self._lc.anchors[i].assign(anchor)
                 i += 1
         self._lc.steps.assign_add(1)
-        if float(self._lc.mu.numpy()) > 0:
-            self._refresh_anchors()
-        return self.distortions()
+        return tf.constant(True)
+
+    def _c_step_fn(self, warm, update_multipliers):
+        """One tf.function per (warm, update, frozen kernels): projects every
+        group and, only if all the projected weights are finite, assigns the
+        results. Returns the finiteness of each kernel."""
+        frozen = self._frozen()
+        key = (warm, update_multipliers, frozen)
+        if key in self._project_fns:
+            return self._project_fns[key]
+
+        def c_step(mu):
+            outputs = self._project(mu, warm, frozen)
+            finite = tf.concat([f for f, _, _ in outputs], axis=0)
+            tf.cond(tf.reduce_all(finite),
+                    lambda: self._commit(outputs, warm, update_multipliers,
+                                         frozen),
+                    lambda: tf.constant(False))
+            return finite
+
+        fn = tf.function(c_step, autograph=False)
+        self._project_fns[key] = fn
+        return fn
+
+    def _run_c_step(self, warm, update_multipliers, distortions=True):
+        self._require_state()
+        mu = self._lc.mu.value if warm else tf.constant(1.0)
+        finite = self._c_step_fn(warm, update_multipliers)(mu).numpy()
+        for ref, ok in zip(self._kernel_refs(), finite):
+            if not ok:
+                raise ValueError(self._non_finite_message(ref))
+        return self.distortions() if distortions else None
 
     def _non_finite_message(self, ref):
         """Why a C step found NaN or inf in kernel `ref`, naming the cause."""
@@ -995,22 +1013,28 @@ class LCModel(keras.Model):
         logging.info("LC direct compression: distortion %s", distortions)
         return distortions
 
-    def c_step(self, update_multipliers=True):
+    def c_step(self, update_multipliers=True, *, return_distortions=True):
         """One C step: Θ ← Π(w − λ/μ), then λ ← λ − μ·(w − Δ(Θ)).
 
         Warm-starts adaptive codebooks from the current ones. In
-        `"quadratic"` penalty mode λ stays 0.
+        `"quadratic"` penalty mode λ stays 0. The projection and every
+        assignment run as one graph; nothing is assigned if a projected
+        weight is NaN or inf.
 
         Args:
             update_multipliers: Whether to update λ after the projection.
+            return_distortions: Whether to compute the distortions (one pass
+                over the kernels; `MuSchedule.for_budget` skips it between
+                epoch ends).
 
         Returns:
-            A dict `{kernel path: ‖w − Δ(Θ)‖²}` after the step.
+            A dict `{kernel path: ‖w − Δ(Θ)‖²}` after the step, or None.
         """
         if not self.compression_initialized:
             return self.direct_compression()
         return self._run_c_step(warm=True,
-                                update_multipliers=update_multipliers)
+                                update_multipliers=update_multipliers,
+                                distortions=return_distortions)
 
     def distortions(self):
         """Current ‖w − Δ(Θ)‖² per compressed kernel (a dict of floats)."""

@@ -555,7 +555,10 @@ class MuSchedule(keras.callbacks.Callback):
         self._pending = False
         model = self.model
         try:
-            self._distortions = model.c_step()
+            # Budget runs recompute the distortions at epoch ends only.
+            distortions = model.c_step(
+                return_distortions=self._grid is None)
+            self._distortions = distortions or self._distortions
         except ValueError as e:
             if not model.stop_training:
                 raise

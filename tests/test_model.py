@@ -205,8 +205,10 @@ def test_direct_compression_equals_c_step_of_reference():
         assert not np.any(lam.numpy())
 
 
-def test_lambda_update_and_penalty_formula():
-    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+@pytest.mark.parametrize("penalty", ["augmented", "feedback"])
+def test_lambda_update_and_penalty_formula(penalty):
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
+                       penalty=penalty)
     model.direct_compression()
     model.mu = 0.5
     kernel = model.compressed_variables()["dense_1/kernel"]
@@ -220,11 +222,13 @@ def test_lambda_update_and_penalty_formula():
         expected = lam_before[i] - 0.5 * (w - target)
         np.testing.assert_allclose(model._lc.lambdas[i].numpy(), expected,
                                    rtol=1e-5, atol=1e-7)
-    # penalty = mu/2 * sum ||w - target - lambda/mu||^2
+    # penalty = mu/2 * sum ||w - target - lambda/mu||^2 (augmented), or
+    # mu/2 * sum ||w - target||^2 (feedback: λ enters the C step only).
     expected = 0.0
     for i, ref in enumerate(refs):
+        shift = model._lc.lambdas[i].numpy() / 0.5
         d = (ref.variable.numpy() - model._lc.targets[i].numpy()
-             - model._lc.lambdas[i].numpy() / 0.5)
+             - (shift if penalty == "augmented" else 0.0))
         expected += 0.25 * np.sum(d ** 2)
     np.testing.assert_allclose(float(model.lc_penalty()), expected, rtol=1e-5)
 
