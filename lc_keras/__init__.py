@@ -28,6 +28,7 @@ from lc_keras.model import load_model
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.runtime import expand_tflite
 from lc_keras.runtime import load_interpreter
+from lc_keras.schedule import BudgetGrid
 from lc_keras.schedule import MuSchedule
 from lc_keras.spec import compressible_kernels
 from lc_keras.summary import FloatWeightProfile

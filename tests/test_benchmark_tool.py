@@ -36,25 +36,44 @@ def test_quality_mode_runs_every_method(tmp_path):
     make_idx_dir(str(data))
     out = tmp_path / "out"
     cmd = [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"),
-           "--mode=quality", "--model=lenet300", "--methods=dc,idc,ste,lc",
-           "--codebooks=k2,st", "--epochs=2", "--epochs_per_step=1",
+           "--mode=quality", "--model=lenet300",
+           "--methods=dc,idc,ste,cluster,ptq8,ptq4,float,lc",
+           "--codebooks=k2,st", "--budgets=2", "--epochs_per_step=1",
            "--ref_epochs=2", "--batch_size=64", f"--data_dir={data}",
            f"--out_dir={out}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results_lenet300.json").read_text())
     rows = results["rows"]
+    # Codebook-free methods run once; clustering learns adaptive codebooks.
     assert [(r["method"], r["codebook"]) for r in rows] == [
-        (m, c) for c in ("K=2", "scaled ternary")
-        for m in ("DC", "iDC", "STE", "LC")]
+        ("DC", "K=2"), ("iDC", "K=2"), ("STE", "K=2"), ("clustering", "K=2"),
+        ("Keras PTQ", "int8"), ("Keras PTQ", "int4"),
+        ("float control", "float"), ("LC", "K=2"),
+        ("DC", "scaled ternary"), ("iDC", "scaled ternary"),
+        ("STE", "scaled ternary"), ("LC", "scaled ternary")]
     for r in rows:
         assert 0.0 <= r["test_error"] <= 100.0
         assert np.isfinite(r["train_loss"]) and r["train_loss"] > 0
-        assert r["epochs"] == (0 if r["method"] == "DC" else 2)
-    # rho as in lc-algorithm.md: 30.5 at K=2, 15.6 at 2 bits.
-    assert [round(r["rho"], 1) for r in rows] == [30.5] * 4 + [15.6] * 4
+        trained = r["method"] not in ("DC", "Keras PTQ")
+        assert r["epochs"] == (2 if trained else 0)
+    # rho as in lc-algorithm.md: 30.5 at K=2, 15.6 at 2 bits; Keras's int8
+    # and int4 store a float32 scale per output channel.
+    assert [round(r["rho"], 1) for r in rows] == [
+        30.5, 30.5, 30.5, 30.5, 4.0, 7.8, 1.0, 30.5] + [15.6] * 4
     # The reference was trained and saved for the next run to load.
     assert (out / "lenet300_reference.keras").exists()
     assert 0.0 <= results["reference"]["test_error"] <= 100.0
     table = (out / "results_lenet300.md").read_text()
     assert table.count("\n| LC |") == 2 and "| reference |" in table
+    # One plot of the budget curves per codebook.
+    assert (out / "results_lenet300_K2.png").exists()
+    assert (out / "results_lenet300_scaled_ternary.png").exists()
+    # The report mode merges runs into one table.
+    merged = tmp_path / "merged"
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"),
+         "--mode=report", f"--inputs={out / 'results_lenet300.json'}",
+         f"--out_dir={merged}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (merged / "results_lenet300.md").read_text().count("| LC |") == 2

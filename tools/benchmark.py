@@ -1,31 +1,45 @@
-r"""Benchmarks: DC, iDC, straight-through (STE) and LC on Fashion-MNIST; speed.
+r"""Benchmarks: LC against full-strength baselines at equal budgets; speed.
 
 Quality (`--mode=quality`): for LeNet300 (784-300-100-10 ReLU) and LeNet5
 (Caffe variant: conv20-pool-conv50-pool-500-10), trains or loads a reference
-(30 epochs SGD Nesterov 0.9, lr 0.1·0.9^epoch, batch 128), then quantizes
-every layer's kernel (per-layer codebooks, float biases) with
+(30 epochs SGD Nesterov 0.9, lr 0.1·0.9^epoch, batch 128), then, at every
+epoch budget of `--budgets`, quantizes every layer's kernel (per-layer
+codebooks, float biases) with
 
-* DC  — direct compression: project the reference weights once;
-* iDC — iterated DC: alternate plain retraining and re-quantization
-        (an `LCModel` with λ ≡ 0 and μ ≈ 0, C step every L-step boundary);
-* STE — straight-through / BinaryConnect-style: the forward pass uses the
-        weights snapped to the current codebook, gradients go to the float
-        weights (optionally clipped to the reference kernel's range,
-        `--ste_clip`); the codebook is refit (warm-started C step) every
-        epoch;
-* LC  — `LCModel` + `MuSchedule`,
+* DC      — direct compression: project the reference weights once;
+* iDC     — iterated DC: alternate plain retraining and re-quantization;
+* STE     — straight-through: the forward pass uses q(w) (fixed and scaled
+            codebooks: the C step of the current weights at every batch, so
+            scales are recomputed per batch; adaptive: the nearest entry of
+            the codebook, refit by k-means after every epoch), gradients go
+            straight to w (no clipping), Adam with cosine decay to 0 over
+            the budget (`--ste_lr`, `--ste_lrs` per budget); the net is q(w);
+* cluster — trained clustering as the TF Model Optimization Toolkit does it
+            (adaptive codebooks only): centroids from k-means++ (+ Lloyd),
+            nearest-centroid assignment in every forward pass, centroids
+            trained by the summed gradient of their weights, the float
+            weights by straight-through, Adam (`--cluster_lr`);
+* ptq8/4  — Keras's own post-training `model.quantize("int8"/"int4")`;
+* float   — control: the float reference trained for the same epochs
+            (Adam, cosine decay, `--float_lr`);
+* LC      — `LCModel` + `MuSchedule.for_budget` (the defaults; `--pull`,
+            `--step_batches`, `--optimizer`, `--lr`), or the epoch-grid
+            `MuSchedule` (`--lc_schedule=epochs`),
 
-all at the same epoch budget (`--epochs`), and reports for the quantized net
-the test error, the full-training-set loss, ρ, epochs and wall time. Rows go
-to `<out_dir>/results_<model>.md` and `.json` (and `results_<model>.png` of
-test error vs ρ when matplotlib is installed).
+and reports for the resulting net the test error, the full-training-set
+loss, ρ, epochs and wall time. Rows go to `<out_dir>/results_<model>.md`
+and `.json`, with one plot per codebook of train loss and test error against
+the budget (`results_<model>_<codebook>.png`, with matplotlib).
+`--mode=report --inputs=a.json,b.json` merges several runs into one table
+and set of plots.
 
-Speed (`--mode=speed`): (a) LC `fit` epoch time over plain Keras `fit` epoch
-time on the same model and data, interleaved; (b) the share of LC wall time
+Speed (`--mode=speed`): (a) LC `fit` epoch time (the default policy: C steps
+every `--step_batches` batches) over plain Keras `fit` epoch time on the
+same model, data and optimizer, interleaved; (b) the share of LC wall time
 spent in C steps; (c) the adaptive C step on 1M float32 weights at K = 4, 16,
 256 against `sklearn.cluster.KMeans(n_init=1)` (time and distortion).
 
-    python tools/benchmark.py --mode=quality --model=lenet300 --codebooks=k2
+    python tools/benchmark.py --mode=quality --model=lenet300 --codebooks=k2 --budgets=3,10
     python tools/benchmark.py --mode=speed
 """
 
@@ -601,14 +615,18 @@ def speed():
     for arch in FLAGS.model:
         x, y, _, _ = load_data(arch)
         plain_times, lc_times, c_time, lc_total = [], [], 0.0, 0.0
+        # The default policy: LCModel defaults, MuSchedule.for_budget
+        # (a C step every 20 batches), Adam; the plain run uses Adam too.
         plain = ARCHITECTURES[arch]()
-        plain.compile(sgd(0.01), "sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        model = compile_lc(lc.LCModel(ARCHITECTURES[arch](),
-                                      compression=lc.AdaptiveQuantization(2)))
-        model.optimizer.learning_rate.assign(0.01)
-        schedule = lc.MuSchedule(mu0=1e-4, growth=1.4, steps=1000,
-                                 epochs_per_step=1, strict=False)
+        plain.compile(keras.optimizers.Adam(1e-3),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model = lc.LCModel(ARCHITECTURES[arch](),
+                           compression=lc.AdaptiveQuantization(2))
+        model.compile(keras.optimizers.Adam(1e-3),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        schedule = lc.MuSchedule.for_budget(FLAGS.speed_epochs,
+                                            step_batches=FLAGS.step_batches,
+                                            strict=False)
         original = model.c_step
 
         def timed_c_step(*args, **kwargs):
