@@ -1,11 +1,16 @@
 """`MuSchedule`: the callback that drives the LC iterations.
 
-Each LC step k is an L step of `epochs_per_step` epochs at μ_k = mu0·growth^k
-(the first one may be longer), followed by a C step and the multiplier update.
-μ and the learning rate are functions of the epoch number only, and the LC
-state (codebooks, λ, μ, lr0, the epochs done) is saved with the model, so a
-run resumed at an epoch end continues exactly; the state also records whether
-it was saved inside an epoch, so that an inexact resume is refused.
+Each LC step k is an L step at μ_k followed by a C step and the multiplier
+update. `MuSchedule.for_budget(epochs)` (the default policy) places them on
+a grid of batches: short L steps over the whole budget, μ growing
+geometrically to the last batch (`BudgetGrid` holds the arithmetic). The
+constructor places them on a grid of epochs: L steps of `epochs_per_step`
+epochs at μ_k = mu0·growth^k (the first one may be longer), the paper's
+schedule. Either way μ (and the learning rate, for `lr_decay`) is a function
+of the position in the run only, and the LC state (codebooks, λ, μ, lr0,
+the epochs done) is saved with the model, so a run resumed at an epoch end
+continues exactly; the state also records whether it was saved inside an
+epoch, so that an inexact resume is refused.
 """
 
 import dataclasses
@@ -142,6 +147,10 @@ class BudgetGrid:
 
 class MuSchedule(keras.callbacks.Callback):
     """Runs LC: direct compression, C steps, multiplier updates, μ growth.
+
+    Most runs want `MuSchedule.for_budget(epochs)`: LC in a training budget,
+    with C steps between batches (see there). The constructor makes the
+    paper's schedule on a grid of epochs, described here.
 
     At the start of the first epoch of `fit` (after every callback's
     `on_train_begin`, where `BackupAndRestore` restores), if the `LCModel` has
