@@ -290,6 +290,24 @@ def steps_per_epoch(x):
     return -(-len(x) // FLAGS.batch_size)
 
 
+def mapped_train_step(model, data, mapping):
+    """A training step whose forward pass reads the kernels from `mapping()`
+    (pairs (variable, value), built under the tape so that gradients flow
+    through the values: straight-through and clustering baselines)."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    with tf.GradientTape() as tape:
+        with keras.StatelessScope(state_mapping=mapping()):
+            y_pred = model(x, training=True)
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, y_pred))
+    variables = model.trainable_variables
+    model.optimizer.apply_gradients(
+        zip(tape.gradient(loss, variables), variables))
+    logs = dict(model.compute_metrics(x, y, y_pred, sample_weight))
+    logs["loss"] = loss
+    return logs
+
+
 class _STE(lc.LCModel):
     """Straight-through training (the recipe of issue 11, every codebook).
 
@@ -323,26 +341,17 @@ class _STE(lc.LCModel):
             codebook, z = quantization.project(v)
         return tf.reshape(tf.gather(codebook[0], z[0]), tf.shape(w))
 
+    def mapping(self):
+        mapping = []
+        for g, group in enumerate(self._lc.groups):
+            for ref in group.kernels:
+                w = ref.variable.value
+                q = tf.cast(self._snapped(w, g, group.quantization), w.dtype)
+                mapping.append((ref.variable, w + tf.stop_gradient(q - w)))
+        return mapping
+
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            mapping = []
-            for g, group in enumerate(self._lc.groups):
-                for ref in group.kernels:
-                    w = ref.variable.value
-                    q = tf.cast(self._snapped(w, g, group.quantization),
-                                w.dtype)
-                    mapping.append((ref.variable, w + tf.stop_gradient(q - w)))
-            with keras.StatelessScope(state_mapping=mapping):
-                y_pred = self(x, training=True)
-            loss = tf.reduce_mean(
-                keras.losses.sparse_categorical_crossentropy(y, y_pred))
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables))
-        logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
-        logs["loss"] = loss
-        return logs
+        return mapped_train_step(self, data, self.mapping)
 
 
 class _STECallback(keras.callbacks.Callback):
@@ -404,18 +413,7 @@ class _Clustered(keras.Model):
                 for r, c in zip(self.refs, self.centroids)]
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            with keras.StatelessScope(state_mapping=self.mapping()):
-                y_pred = self(x, training=True)
-            loss = tf.reduce_mean(
-                keras.losses.sparse_categorical_crossentropy(y, y_pred))
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables))
-        logs = dict(self.compute_metrics(x, y, y_pred, sample_weight))
-        logs["loss"] = loss
-        return logs
+        return mapped_train_step(self, data, self.mapping)
 
     def final_net(self):
         """The clustered net as a plain Keras model (kernels = centroids)."""
