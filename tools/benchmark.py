@@ -496,6 +496,35 @@ def ratio_of(model):
     return lc.compression_ratio(model)
 
 
+def budget_tables(rows):
+    """Per codebook: a row per budget, a column per method, cells "test
+    error % / train loss" (the mean over seeds, their number in brackets)."""
+    lines = []
+    free = set(CODEBOOK_FREE.values())
+    methods = sorted({r["method"] for r in rows})
+    for codebook in sorted({r["codebook"] for r in rows} - free):
+        mine = [r for r in rows if r["codebook"] in (codebook, "float")]
+        present = [m for m in methods if any(
+            r["method"] == m and r["epochs"] for r in mine)]
+        lines += ["", f"{codebook}:", "",
+                  "| epochs | " + " | ".join(present) + " |",
+                  "|---" * (len(present) + 1) + "|"]
+        for epochs in sorted({r["epochs"] for r in mine if r["epochs"]}):
+            cells = []
+            for method in present:
+                got = [r for r in mine if r["method"] == method
+                       and r["epochs"] == epochs]
+                if not got:
+                    cells.append("")
+                    continue
+                err = statistics.mean(r["test_error"] for r in got)
+                loss = statistics.mean(r["train_loss"] for r in got)
+                seeds = f" ({len(got)})" if len(got) > 1 else ""
+                cells.append(f"{err:.2f} / {loss:.4f}{seeds}")
+            lines.append(f"| {epochs} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_results(arch, rows, reference_row):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     base = os.path.join(FLAGS.out_dir, f"results_{arch}")
@@ -512,6 +541,7 @@ def write_results(arch, rows, reference_row):
             f"| {r['method']} | {r['codebook']} | {r['test_error']:.2f} | "
             f"{r['train_loss']:.4f} | {r['rho']:.1f} | {r['epochs']} | "
             f"{r['seconds']:.0f} |")
+    lines += budget_tables(rows)
     lc.files.atomic_write_text(base + ".md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
