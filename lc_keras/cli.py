@@ -4,8 +4,10 @@ r"""Command line: compress a saved Keras model with LC.
         --k 2 --out q.keras --tflite q.tflite
 
 Loads the reference model, wraps it in an `LCModel` (every compressible kernel
-gets the chosen codebook), trains it with a `MuSchedule` (SGD with Nesterov
-momentum), logs one line per LC step, saves the quantized plain Keras model
+gets the chosen codebook), trains it with `MuSchedule.for_budget(--budget)`
+(Adam by default; `--budget 0`: the epoch-grid `MuSchedule` with SGD and
+Nesterov momentum), logs one line per epoch (per LC step on the epoch grid),
+saves the quantized plain Keras model
 (and, if asked, the `LCModel`, a `.tflite` file, the training history), and
 prints the test error and the `summary` table.
 
@@ -84,14 +86,25 @@ def define_flags(flag_values=None):
                       **d)
     flags.DEFINE_list("keep_float", [], "Layer names or glob patterns whose "
                       "kernels stay float.", **d)
+    flags.DEFINE_integer("budget", 10, "Training budget in epochs: LC with "
+                         "MuSchedule.for_budget (the default policy), with "
+                         "--optimizer, --lr and --step_batches. 0: the "
+                         "paper's epoch-grid schedule of --mu0, --growth, "
+                         "--steps, --epochs_per_step, --first_step_epochs and "
+                         "--lr_decay, with SGD (Nesterov) at --lr.", **d)
+    flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer of "
+                      "a --budget run: Adam, or SGD with Nesterov momentum "
+                      "--optimizer_momentum.", **d)
+    flags.DEFINE_integer("step_batches", 20, "Batches per L step of a "
+                         "--budget run.", **d)
     flags.DEFINE_float("mu0", 1e-4, "mu of the first L step.", **d)
     flags.DEFINE_float("growth", 1.4, "Growth of mu per LC step.", **d)
     flags.DEFINE_integer("steps", 30, "LC steps.", **d)
     flags.DEFINE_integer("epochs_per_step", 2, "Epochs per L step.", **d)
     flags.DEFINE_integer("first_step_epochs", None, "Epochs of the first L "
                          "step (default: --epochs_per_step).", **d)
-    flags.DEFINE_float("lr", 0.1, "Learning rate of the L steps (SGD with "
-                       "Nesterov momentum).", **d)
+    flags.DEFINE_float("lr", None, "Learning rate of the L steps (default: "
+                       "1e-3 for Adam, 0.1 for SGD).", **d)
     flags.DEFINE_float("optimizer_momentum", 0.9, "Nesterov momentum.", **d)
     flags.DEFINE_float("lr_decay", 0.85, "Learning-rate decay per LC step "
                        "(1: none).", **d)
@@ -130,7 +143,12 @@ def _check(fv):
         raise app.UsageError(
             f"--dataset must be `fashion_mnist` or an existing .npz file. "
             f"Received: {fv.dataset!r}")
-    for name in ("k", "steps", "epochs_per_step", "batch_size"):
+    if fv.budget < 0:
+        raise app.UsageError(f"--budget must be >= 0. Received: {fv.budget}")
+    if fv.lr is not None and not fv.lr > 0:
+        raise app.UsageError(f"--lr must be > 0. Received: {fv.lr}")
+    for name in ("k", "steps", "epochs_per_step", "batch_size",
+                 "step_batches"):
         if getattr(fv, name) < 1:
             raise app.UsageError(f"--{name} must be >= 1. Received: "
                                  f"{getattr(fv, name)}")
@@ -257,6 +275,27 @@ def _loss(fv, reference):
     return loss, metrics
 
 
+def _optimizer(fv):
+    """Adam or SGD (Nesterov) for a budget run; SGD for the epoch grid."""
+    if fv.budget and fv.optimizer == "adam":
+        return keras.optimizers.Adam(fv.lr or 1e-3)
+    return keras.optimizers.SGD(fv.lr or 0.1, momentum=fv.optimizer_momentum,
+                                nesterov=True)
+
+
+def _schedule(fv):
+    import lc_keras as lc
+
+    if fv.budget:
+        return lc.MuSchedule.for_budget(fv.budget,
+                                        step_batches=fv.step_batches)
+    lr_decay = fv.lr_decay if fv.lr_decay and fv.lr_decay != 1 else None
+    return lc.MuSchedule(
+        mu0=fv.mu0, growth=fv.growth, steps=fv.steps,
+        epochs_per_step=fv.epochs_per_step,
+        first_step_epochs=fv.first_step_epochs, lr_decay=lr_decay)
+
+
 class StepLogger(keras.callbacks.Callback):
     """Logs one line per LC step through absl logging.
 
@@ -275,6 +314,8 @@ class StepLogger(keras.callbacks.Callback):
     >>> logger.format(0, {"lc_mu": 1e-4, "loss": 0.5, "lc_penalty": 0.01,
     ...                   "val_accuracy": 0.9, "lc_distortion/d/kernel": 2.0})
     'LC step 1/3 (epoch 1): mu=0.0001 loss=0.5 lc_penalty=0.01 val_accuracy=0.9 distortion=2'
+    >>> StepLogger(lc.MuSchedule.for_budget(5)).format(1, {"lc_step": 47})
+    'LC epoch 2/5 (47 C steps): mu=nan'
     """
 
     def __init__(self, schedule):
@@ -283,15 +324,20 @@ class StepLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 == (self.params or {}).get("epochs")
-        if self.schedule.ends_step(epoch) or last:
+        budget = self.schedule.budget is not None
+        if budget or self.schedule.ends_step(epoch) or last:
             logging.info("%s", self.format(epoch, logs or {}))
 
     def format(self, epoch, logs):
         """The log line of epoch `epoch` (0-based) with its epoch logs."""
-        step = self.schedule.step_of_epoch(epoch)
-        parts = [f"LC step {step + 1}/{self.schedule.steps} "
-                 f"(epoch {epoch + 1}):",
-                 f"mu={float(logs.get('lc_mu', float('nan'))):.4g}"]
+        if self.schedule.budget is not None:  # C steps between batches
+            head = (f"LC epoch {epoch + 1}/{self.schedule.total_epochs} "
+                    f"({int(logs.get('lc_step', 0))} C steps):")
+        else:
+            step = self.schedule.step_of_epoch(epoch)
+            head = (f"LC step {step + 1}/{self.schedule.steps} "
+                    f"(epoch {epoch + 1}):")
+        parts = [head, f"mu={float(logs.get('lc_mu', float('nan'))):.4g}"]
         for key in ("loss", "lc_penalty"):
             if key in logs:
                 parts.append(f"{key}={float(logs[key]):.4g}")
@@ -435,21 +481,13 @@ def compress(fv, print_fn=print):
         spec = {"*": spec, **{name: None for name in fv.keep_float}}
     model = lc.LCModel(reference, compression=spec,
                        name=f"lc_{reference.name}")
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            fv.lr, momentum=fv.optimizer_momentum, nesterov=True),
-        loss=loss, metrics=metrics)
-    lr_decay = fv.lr_decay if fv.lr_decay and fv.lr_decay != 1 else None
-    schedule = lc.MuSchedule(
-        mu0=fv.mu0, growth=fv.growth, steps=fv.steps,
-        epochs_per_step=fv.epochs_per_step,
-        first_step_epochs=fv.first_step_epochs, lr_decay=lr_decay)
+    model.compile(optimizer=_optimizer(fv), loss=loss, metrics=metrics)
+    schedule = _schedule(fv)
     callbacks = [schedule, StepLogger(schedule)]
     if fv.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(fv.tensorboard))
-    logging.info(
-        "LC: %d steps, %d epochs, mu0=%g, growth=%g, codebook %r.",
-        fv.steps, schedule.total_epochs, fv.mu0, fv.growth, spec)
+    logging.info("LC: %d epochs, %s, codebook %r.", schedule.total_epochs,
+                 schedule.get_config(), spec)
     history = model.fit(
         x, y, batch_size=fv.batch_size, epochs=schedule.total_epochs,
         validation_data=(xt, yt), callbacks=callbacks, verbose=fv.verbose)

@@ -46,7 +46,7 @@ def test_end_to_end(npz_run, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(folder)
     monkeypatch.setattr(sys, "argv", [
         "lc_keras", "compress", "--model", model, "--dataset", data,
-        "--k", "2", "--steps", "2", "--epochs_per_step", "1",
+        "--k", "2", "--budget", "0", "--steps", "2", "--epochs_per_step", "1",
         "--mu0", "1e-2", "--growth", "2", "--batch_size", "32",
         "--out", "q.keras", "--tflite", "q.tflite", "--history", "h.json",
         "--save_lc", "lc.keras", "--results", "r.csv"])
@@ -87,6 +87,26 @@ def test_end_to_end(npz_run, tmp_path, monkeypatch, capsys):
     assert rows[1].startswith(f"LC,adaptive,2,0,{p.paper_ratio:.4g},")
 
 
+def test_budget_run(npz_run, monkeypatch):
+    """The default: MuSchedule.for_budget(--budget) with Adam."""
+    _, model, data = npz_run
+    logged = []
+    monkeypatch.setattr(cli.logging, "info",
+                        lambda msg, *args, **kw: logged.append(msg % args))
+    result = cli.main([
+        "lc_keras", "compress", "--model", model, "--dataset", data,
+        "--budget", "2", "--step_batches", "2", "--batch_size", "32",
+        "--verbose", "0"], print_fn=lambda line: None)
+    history = result["history"]
+    # 192 examples in batches of 32: 6 a epoch, 12 in all, 6 L steps.
+    assert history["epoch"] == [0, 1] and history["lc_step"] == [3, 6]
+    assert result["model"].c_steps == 1 + 6
+    assert isinstance(result["model"].optimizer, keras.optimizers.Adam)
+    lines = "\n".join(logged)
+    assert "LC epoch 1/2 (3 C steps): mu=" in lines
+    assert "LC epoch 2/2 (6 C steps): mu=" in lines
+
+
 def write_idx(path, array):
     array = np.asarray(array, np.uint8)
     header = bytes([0, 0, 8, array.ndim]) + struct.pack(
@@ -112,7 +132,8 @@ def test_fashion_mnist_layout_in_process(tmp_path):
         "lc_keras", "compress", "--model", model, "--dataset",
         "fashion_mnist", "--data_dir", str(tmp_path),
         "--codebook", "scaled_ternary", "--per_channel",
-        "--keep_float", "out", "--steps", "1", "--epochs_per_step", "1",
+        "--keep_float", "out", "--budget", "0", "--steps", "1",
+        "--epochs_per_step", "1",
         "--batch_size", "32", "--lr_decay", "1", "--verbose", "0",
         "--train_subset", "64"], print_fn=lines.append)
     p = result["profile"]
@@ -149,6 +170,10 @@ def test_flag_value_errors(npz_run):
         cli.main(base + ["--dataset", data, "--tflite", "q.lite"])
     with pytest.raises(app.UsageError, match="--steps must be >= 1"):
         cli.main(base + ["--dataset", data, "--steps", "0"])
+    with pytest.raises(app.UsageError, match="--budget must be >= 0"):
+        cli.main(base + ["--dataset", data, "--budget", "-1"])
+    with pytest.raises(app.UsageError, match="--step_batches must be >= 1"):
+        cli.main(base + ["--dataset", data, "--step_batches", "0"])
     with pytest.raises(flags.Error):
         cli.main(base + ["--codebook", "octal"])
     with pytest.raises(flags.Error):
@@ -162,7 +187,8 @@ def test_help_lists_the_flags(capsys):
     out = capsys.readouterr().out
     assert "usage: python -m lc_keras compress" in out
     for flag in ("--model", "--dataset", "--k", "--codebook",
-                 "--[no]per_channel", "--mu0", "--growth", "--steps",
+                 "--[no]per_channel", "--budget", "--optimizer",
+                 "--step_batches", "--mu0", "--growth", "--steps",
                  "--epochs_per_step", "--lr", "--lr_decay", "--batch_size",
                  "--out", "--tflite", "--history"):
         assert f"  {flag}:" in out, flag
