@@ -398,7 +398,31 @@ def resolve_spec(model, compression):
                     f"<= the number of weights per codebook ({rows}). "
                     f"Received: k={k}"
                 )
+            _check_exact_fits(group, rows)
     return groups
+
+
+#: Largest dynamic-programming table of `AdaptiveQuantization(method=
+#: "exact")`, in bytes: several float64 tables of codebooks × (n + 1)² cells.
+EXACT_MAX_BYTES = 2 ** 31
+
+
+def _check_exact_fits(group, rows):
+    """Refuses an exact C step whose tables would not fit in memory."""
+    if group.quantization.method != "exact":
+        return
+    codebooks = group.kernels[0].channels if group.per_channel else 1
+    needed = 4 * 8 * codebooks * (rows + 1) ** 2  # seg1, seg2, cost, where
+    if needed > EXACT_MAX_BYTES:
+        largest = int((EXACT_MAX_BYTES / (32 * codebooks)) ** 0.5) - 1
+        raise ValueError(
+            f"AdaptiveQuantization(method='exact') on '{group.name}' needs "
+            f"dynamic-programming tables of {needed / 2**30:.3g} GiB for its "
+            f"{rows:,} weights per codebook ({codebooks} codebook(s) × "
+            f"(n + 1)² float64 cells, several times): it is for codebooks of "
+            f"up to {largest:,} weights. Received: method='exact'. Use "
+            "method='auto' (exact where that is cheap, Lloyd elsewhere) or "
+            "'lloyd'.")
 
 
 def serialize_spec(compression):

@@ -142,3 +142,19 @@ def test_spec_serialization_round_trip(compression):
         assert back is None
     else:
         assert back.get_config() == compression.get_config()
+
+
+def test_exact_method_on_a_large_layer_is_refused_by_name():
+    import keras
+
+    net = keras.Sequential([keras.Input((300,)),
+                            keras.layers.Dense(100, name="big"),
+                            keras.layers.Dense(3, name="small")])
+    spec = {"big": lc.AdaptiveQuantization(2, method="exact"),
+            "small": lc.AdaptiveQuantization(2, method="exact")}
+    with pytest.raises(ValueError, match="method='exact'\\) on 'big/kernel' "
+                       "needs dynamic-programming tables of 26.8 GiB for its "
+                       "30,000 weights per codebook"):
+        lc.LCModel(net, compression=spec)
+    # A small layer is fine with the exact method.
+    lc.LCModel(net, compression={"big": None, "small": spec["small"]})
