@@ -259,6 +259,7 @@ class MuSchedule(keras.callbacks.Callback):
         self._distortions = {}
         self._grid = None  # budget runs: the BudgetGrid of this fit
         self._done = 0  # budget runs: batches trained so far in the run
+        self._next_end = 0  # budget runs: the batch count of the next C step
 
     @classmethod
     def for_budget(cls, epochs, *, step_batches=20, steps=None,
