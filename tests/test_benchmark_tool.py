@@ -76,4 +76,4 @@ def test_quality_mode_runs_every_method(tmp_path):
          "--mode=report", f"--inputs={out / 'results_lenet300.json'}",
          f"--out_dir={merged}"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (merged / "results_lenet300.md").read_text().count("| LC |") == 2
+    assert (merged / "results_lenet300.md").read_text().count("\n| LC |") == 2
