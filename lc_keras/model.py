@@ -543,14 +543,18 @@ class LCModel(keras.Model):
 
         The exact minimiser of μ/2·‖w − a‖² + 1/(2·lr)·‖w − w₀‖² (the
         proximal operator of the penalty with the optimizer's step size),
-        applied after the optimizer's update of the loss. Under a
-        distribution strategy it runs once per replica on the synchronized
-        (mirrored) kernels, as the optimizer's own updates do.
+        applied after the optimizer's update of the loss, to the kernels
+        the optimizer trains. Under a distribution strategy it runs once per
+        replica on the synchronized (mirrored) kernels, as the optimizer's
+        own updates do.
         """
         c = lr * self._lc.mu.value
         shrink = c / (1.0 + c)
-        pairs = [(ref.variable.value, anchor.value) for ref, anchor in
-                 zip(self._kernel_refs(), self._lc.anchors)]
+        # Kernels training cannot move (trainable=False) stay where they
+        # are, as the optimizer leaves them.
+        pairs = [(ref.variable.value, anchor.value) for ref, anchor, frozen
+                 in zip(self._kernel_refs(), self._lc.anchors,
+                        self._frozen()) if not frozen]
 
         def update(variable, anchor, shrink):
             w = tf.cast(variable, tf.float32)

@@ -33,8 +33,11 @@ def trained(steps=2):
 
 def test_terminate_on_nan_stops_an_lc_run_cleanly():
     x, y = classification_data()
-    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
-    # A learning rate this large makes the loss overflow within an epoch.
+    # A learning rate this large makes the loss overflow within an epoch
+    # when the penalty's gradient goes through SGD (the proximal step would
+    # hold the kernels at their anchors).
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2),
+                       penalty_step="gradient")
     model.compile(keras.optimizers.SGD(1e12), "sparse_categorical_crossentropy")
     schedule = lc.MuSchedule(mu0=1e-2, growth=2.0, steps=3, epochs_per_step=2)
     history = model.fit(x, y, epochs=schedule.total_epochs, batch_size=16,
