@@ -557,13 +557,18 @@ def write_results(arch, rows, reference_row):
                            - set(CODEBOOK_FREE.values())):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for method in sorted({r["method"] for r in rows}):
-            mine = [r for r in rows if r["method"] == method and (
-                r["codebook"] == codebook or r["codebook"] == "float")]
+            # Trained methods only (DC and PTQ have no budget), the mean
+            # over seeds at each budget.
+            mine = [r for r in rows if r["method"] == method and r["epochs"]
+                    and r["codebook"] in (codebook, "float")]
             if not mine:
                 continue
             for ax, key in zip(axes, ("train_loss", "test_error")):
-                pts = sorted((r["epochs"], r[key]) for r in mine)
-                ax.plot(*zip(*pts), "o-", label=method)
+                budgets = sorted({r["epochs"] for r in mine})
+                means = [statistics.mean(r[key] for r in mine
+                                         if r["epochs"] == b)
+                         for b in budgets]
+                ax.plot(budgets, means, "o-", label=method)
         for ax, key, label in zip(axes, ("train_loss", "test_error"),
                                   ("train loss", "test error %")):
             ax.axhline(reference_row[key], color="k", ls="--",
