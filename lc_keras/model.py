@@ -532,11 +532,13 @@ class LCModel(keras.Model):
         mu = self._lc.mu.value
         for target, lam, anchor in zip(self._lc.targets, self._lc.lambdas,
                                        self._lc.anchors):
-            if self.penalty == "augmented":
-                anchor.assign(
-                    target.value + tf.math.divide_no_nan(lam.value, mu))
-            else:
-                anchor.assign(target.value)
+            anchor.assign(self._anchor(target.value, lam.value, mu))
+
+    def _anchor(self, target, lam, mu):
+        """The penalty's anchor a: Δ(Θ) + λ/μ (augmented) or Δ(Θ)."""
+        if self.penalty == "augmented":
+            return target + tf.math.divide_no_nan(lam, mu)
+        return target
 
     def _proximal_step(self, lr):
         """w ← (w + c·a)/(1 + c), c = lr·μ, on every compressed kernel.
@@ -934,10 +936,7 @@ class LCModel(keras.Model):
                 else:
                     new = lam.value
                 lam.assign(new)
-                anchor = target
-                if self.penalty == "augmented":
-                    anchor = target + tf.math.divide_no_nan(new, mu)
-                self._lc.anchors[i].assign(anchor)
+                self._lc.anchors[i].assign(self._anchor(target, new, mu))
                 i += 1
         self._lc.steps.assign_add(1)
         return tf.constant(True)

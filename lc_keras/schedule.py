@@ -76,6 +76,13 @@ def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 0.3),
             "pull": pull, "mu0": mu0, "mu_end": mu_end}
 
 
+def _metrics(logs):
+    """The loss and validation metrics of epoch logs, rounded, for a log
+    line (validation runs after the C steps: those of the quantized net)."""
+    return {k: round(float(v), 4) for k, v in logs.items()
+            if k.startswith("val_") or k == "loss"}
+
+
 @dataclasses.dataclass(frozen=True)
 class BudgetGrid:
     """Where the LC steps of a `MuSchedule.for_budget` run fall, in batches.
@@ -596,39 +603,36 @@ class MuSchedule(keras.callbacks.Callback):
         if self._stepped:
             self._log_step(epoch, logs or {})
             self._stepped = False
+        if not self.ends_step(epoch):
+            self._distortions = self.model.distortions()
+        self._end_epoch(epoch, logs, self.step_of_epoch(epoch),
+                        self.mu_at_epoch(epoch))
+
+    def _budget_epoch_end(self, epoch, logs):
+        self._distortions = self.model.distortions()
+        self._stepped = False
+        steps = min(self._grid.step_of_batch(self._done), self._grid.steps)
+        self._end_epoch(epoch, logs, steps, self.model.mu)
+        logging.info(
+            "LC epoch %d done: %d C steps, mu=%.4g, distortion %s, %s",
+            epoch + 1, steps, self.model.mu, self._rounded_distortions(),
+            _metrics(logs or {}))
+
+    def _end_epoch(self, epoch, logs, step, mu):
+        """Records the epoch in the LC state and puts the LC logs in `logs`."""
         state = self.model._lc
         state.epoch.assign(epoch + 1)
         state.phase.assign(_AT_EPOCH_END)
-        if not self.ends_step(epoch):
-            self._distortions = self.model.distortions()
         if logs is not None:
-            logs["lc_step"] = self.step_of_epoch(epoch)
-            logs["lc_mu"] = self.mu_at_epoch(epoch)
+            logs["lc_step"] = step
+            logs["lc_mu"] = mu
             for path, value in self._distortions.items():
                 logs[f"lc_distortion/{path}"] = value
             logs.update(self._codebook_logs())
         self._pending = False
 
-    def _budget_epoch_end(self, epoch, logs):
-        state = self.model._lc
-        state.epoch.assign(epoch + 1)
-        state.phase.assign(_AT_EPOCH_END)
-        self._distortions = self.model.distortions()
-        self._stepped = False
-        self._pending = False
-        steps = min(self._grid.step_of_batch(self._done), self._grid.steps)
-        if logs is not None:
-            logs["lc_step"] = steps
-            logs["lc_mu"] = self.model.mu
-            for path, value in self._distortions.items():
-                logs[f"lc_distortion/{path}"] = value
-            logs.update(self._codebook_logs())
-        metrics = {k: round(float(v), 4) for k, v in (logs or {}).items()
-                   if k.startswith("val_") or k == "loss"}
-        logging.info(
-            "LC epoch %d done: %d C steps, mu=%.4g, distortion %s, %s",
-            epoch + 1, steps, self.model.mu,
-            {k: round(v, 6) for k, v in self._distortions.items()}, metrics)
+    def _rounded_distortions(self):
+        return {k: round(v, 6) for k, v in self._distortions.items()}
 
     def _log_step(self, epoch, logs):
         """One line per LC step: μ, distortions, the quantized net's metrics.
@@ -636,12 +640,10 @@ class MuSchedule(keras.callbacks.Callback):
         Validation (if any) ran after the C step, so its `val_*` metrics are
         those of the new quantized net Δ(Θ).
         """
-        metrics = {k: round(float(v), 4) for k, v in logs.items()
-                   if k.startswith("val_") or k == "loss"}
         logging.info(
             "LC step %d done (epoch %d): mu=%.4g, distortion %s, %s",
             self.step_of_epoch(epoch), epoch + 1, self.model.mu,
-            {k: round(v, 6) for k, v in self._distortions.items()}, metrics)
+            self._rounded_distortions(), _metrics(logs))
 
     def _codebook_logs(self):
         """`lc_codebook/<group>/<j>`: entry j of each small codebook."""

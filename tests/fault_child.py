@@ -34,6 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lc_keras as lc  # noqa: E402
+from conftest import mlp  # noqa: E402  (this script's folder is on sys.path)
 
 EPOCHS = 8
 
@@ -45,12 +46,7 @@ def _kill():
 
 def _model():
     keras.utils.set_random_seed(0)
-    net = keras.Sequential([
-        keras.Input((12,)),
-        keras.layers.Dense(16, activation="relu", name="dense_1"),
-        keras.layers.Dense(3, activation="softmax", name="dense_2"),
-    ], name="mlp")
-    model = lc.LCModel(net, compression={
+    model = lc.LCModel(mlp(), compression={
         "dense_1": lc.AdaptiveQuantization(2),
         "dense_2": lc.ScaledTernaryQuantization()})
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),

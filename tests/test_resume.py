@@ -9,18 +9,14 @@ import pytest
 
 import lc_keras as lc
 from conftest import classification_data
+from conftest import mlp
 
 X, Y = classification_data(n=128)
 
 
 def make_model():
     keras.utils.set_random_seed(0)
-    net = keras.Sequential([
-        keras.Input((12,)),
-        keras.layers.Dense(16, activation="relu", name="dense_1"),
-        keras.layers.Dense(3, activation="softmax", name="dense_2"),
-    ], name="mlp")
-    model = lc.LCModel(net, compression={
+    model = lc.LCModel(mlp(), compression={
         "dense_1": lc.AdaptiveQuantization(2),
         "dense_2": lc.ScaledTernaryQuantization()})
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),

@@ -260,10 +260,9 @@ def run_lc(reference, codebook, data, epochs):
     if FLAGS.lc_schedule == "epochs":
         return run_legacy_lc(reference, codebook, data, epochs)
     x, y, xt, yt = data
-    model = lc.LCModel(copy_of(reference), compression=quantization(codebook),
-                       penalty=FLAGS.lc_penalty)
-    model.compile(optimizer(FLAGS.optimizer, FLAGS.lr),
-                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = compile_lc(lc.LCModel(copy_of(reference),
+                                  compression=quantization(codebook),
+                                  penalty=FLAGS.lc_penalty))
     kwargs = {"step_batches": FLAGS.step_batches}
     if FLAGS.pull:
         kwargs["pull"] = tuple(float(p) for p in FLAGS.pull)
