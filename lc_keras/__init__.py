@@ -31,6 +31,7 @@ from lc_keras.runtime import load_interpreter
 from lc_keras.schedule import BudgetGrid
 from lc_keras.schedule import MuSchedule
 from lc_keras.spec import compressible_kernels
+from lc_keras.spec import walk_layers
 from lc_keras.summary import FloatWeightProfile
 from lc_keras.summary import LayerProfile
 from lc_keras.summary import ModelProfile

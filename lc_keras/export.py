@@ -73,9 +73,9 @@ import tensorflow as tf
 from absl import logging
 
 from lc_keras import files
+from lc_keras import spec as spec_lib
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.quantized import bits_for
-from lc_keras.spec import _iter_layers
 
 # Name of the int32 zero that blocks constant folding of the decoding.
 RUNTIME_ZERO_NAME = "lc_runtime_zero"
@@ -679,7 +679,7 @@ def _float32_compute(keras_model):
     float32.
     """
     changed = []
-    layers = [keras_model] + list(_iter_layers(keras_model))
+    layers = [keras_model] + [layer for layer, _ in spec_lib.walk_layers(keras_model)]
     for layer in layers:
         policy = getattr(layer, "dtype_policy", None)
         if policy is None or policy.quantization_mode is not None:

@@ -1087,6 +1087,7 @@ class LCModel(keras.Model):
                     indices=self._lc.indices[i].numpy(),
                     channel_axes=ref.channel_axes if group.per_channel else (),
                     group=group.name,
+                    layer_type=ref.layer_type,
                 )
                 i += 1
         return state

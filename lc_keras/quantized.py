@@ -10,6 +10,40 @@ import math
 
 import numpy as np
 
+#: Most entries a codebook may have (indices fit in 16 bits).
+MAX_ENTRIES = 1 << 16
+
+
+def channel_rows(shape, channel_axes):
+    """The codebook row of each weight of a kernel, broadcastable to it.
+
+    Per-channel codebooks number their rows by the row-major flattened
+    index over `channel_axes`; this is the one place that numbering is
+    written (the C step, `QuantizedKernel` and the exporter use it).
+
+    Args:
+        shape: The kernel's shape.
+        channel_axes: The axes that select the row (`()` for one row).
+
+    Returns:
+        An int32 array with `shape`'s rank, of size 1 along every axis not in
+        `channel_axes`: broadcast it against the kernel.
+
+    Example:
+
+    >>> channel_rows((2, 3), (1,)).tolist()
+    [[0, 1, 2]]
+    >>> channel_rows((2, 3), ()).tolist()
+    [[0]]
+    """
+    shape = tuple(int(d) for d in shape)
+    reduced = [shape[a] if a in channel_axes else 1 for a in range(len(shape))]
+    grids = np.indices(reduced)
+    rows = np.zeros(reduced, np.int64)
+    for axis in channel_axes:
+        rows = rows * shape[axis] + grids[axis]
+    return rows.astype(np.int32)
+
 
 def bits_for(k):
     """Bits needed to store one index into a codebook of `k` entries.
@@ -53,6 +87,10 @@ class QuantizedKernel:
             selects the codebook row, or `()` when `groups == 1`.
         group: Name of the codebook group. Kernels that share one codebook
             have the same `group`; otherwise it equals `name`.
+        layer_type: The Keras layer class of the owning layer, of those
+            `lc_keras.compressible_kernels` knows (e.g. `"Dense"`, also for a
+            subclass of Dense); the exporter lays the kernel out by it.
+            `""` when unknown.
 
     Example:
 
@@ -76,6 +114,7 @@ class QuantizedKernel:
     indices: np.ndarray
     channel_axes: tuple = ()
     group: str = ""
+    layer_type: str = ""
 
     def __post_init__(self):
         codebook = np.asarray(self.codebook, dtype=np.float32)
@@ -144,13 +183,8 @@ class QuantizedKernel:
 
     def channel_index(self):
         """Codebook row of every weight, an int array of the kernel's shape."""
-        if not self.channel_axes:
-            return np.zeros(self.shape, np.int32)
-        grids = np.indices(self.shape)
-        row = np.zeros(self.shape, np.int64)
-        for axis in self.channel_axes:
-            row = row * self.shape[axis] + grids[axis]
-        return row.astype(np.int32)
+        return np.broadcast_to(channel_rows(self.shape, self.channel_axes),
+                               self.shape)
 
     def values(self):
         """The quantized kernel Δ(Θ) as a float32 array of the kernel's shape."""

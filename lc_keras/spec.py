@@ -70,6 +70,9 @@ class KernelRef:
         variable: The `keras.Variable` itself.
         channel_axes: Output-channel axes of the kernel, or `None` when the
             layer has no output channels (Embedding, EinsumDense).
+        layer_type: The Keras layer class the layer is an instance of, of
+            those `compressible_kernels` knows (e.g. `"Dense"` for a
+            subclass of Dense): what decides how the kernel is laid out.
     """
 
     layer: keras.layers.Layer
@@ -77,6 +80,7 @@ class KernelRef:
     attribute: str
     variable: keras.Variable
     channel_axes: tuple = None
+    layer_type: str = ""
 
     @property
     def path(self):
@@ -141,16 +145,41 @@ def _is_model_like(layer):
     return isinstance(getattr(layer, "layers", None), list)
 
 
-def _iter_layers(model, with_prefix=False):
-    """Yields the layers of a model, nested models walked depth-first."""
+def walk_layers(model, skip=()):
+    """Yields `(layer, path)` for every layer of a model, depth-first.
+
+    Nested models (anything with a `layers` list) are walked; a layer
+    reached twice (shared) is yielded once. `path` joins the layer names
+    from the root with `/` (e.g. `"encoder/dense_1"`). This is the one walk
+    over a model's layers that spec resolution, the summary and the
+    exporter share.
+
+    Args:
+        model: A `keras.Model` (or any layer with a `layers` list).
+        skip: Layers to leave out, with everything below them.
+
+    Yields:
+        `(layer, path)` pairs, in layer order.
+
+    Example:
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((4,)),
+    ...                           keras.layers.Dense(3, name="d")],
+    ...                          name="inner")
+    >>> net = keras.Sequential([keras.Input((4,)), inner])
+    >>> [path for _, path in walk_layers(net)]
+    ['inner', 'inner/d']
+    """
+    skipped = {id(layer) for layer in skip}
     seen = set()
     stack = [(layer, "") for layer in reversed(model.layers)]
     while stack:
         layer, prefix = stack.pop()
-        if id(layer) in seen:
+        if id(layer) in seen or id(layer) in skipped:
             continue
         seen.add(id(layer))
-        yield (layer, prefix + layer.name) if with_prefix else layer
+        yield layer, prefix + layer.name
         if _is_model_like(layer):
             stack.extend((sub, f"{prefix}{layer.name}/")
                          for sub in reversed(layer.layers))
@@ -178,7 +207,7 @@ def compressible_kernels(model):
     """
     refs = []
     seen = set()
-    for layer, layer_path in _iter_layers(model, with_prefix=True):
+    for layer, layer_path in walk_layers(model):
         for cls, attributes, axes in _compressible_types():
             if not isinstance(layer, cls):
                 continue
@@ -201,7 +230,7 @@ def compressible_kernels(model):
                     fn(len(variable.shape)) if fn is not None else None
                 )
                 refs.append(KernelRef(layer, layer_path, attribute, variable,
-                                      channel_axes))
+                                      channel_axes, cls.__name__))
             break
     return refs
 
@@ -286,7 +315,7 @@ def resolve_spec(model, compression):
             "LCModel requires a model with at least one compressible kernel "
             "(Dense, Conv*, DepthwiseConv*, SeparableConv*, Embedding). "
             f"Received: model '{model.name}' with layers "
-            f"{[layer.name for layer in _iter_layers(model)]}"
+            f"{[layer.name for layer, _ in walk_layers(model)]}"
         )
     if isinstance(compression, Quantization):
         entries = [("*", compression)]
@@ -303,7 +332,7 @@ def resolve_spec(model, compression):
             f"mapping layer names/patterns/classes to one. Received: "
             f"{compression!r} of type {type(compression).__name__}"
         )
-    all_layers = list(_iter_layers(model))
+    all_layers = [layer for layer, _ in walk_layers(model)]
     for key, value in entries:
         _check_key(key)
         _validate_value(key, value)

@@ -22,6 +22,8 @@ import dataclasses
 
 import numpy as np
 
+from lc_keras import spec as spec_lib
+
 # ---------------------------------------------------------------------------
 # The paper's compression ratio
 # ---------------------------------------------------------------------------
@@ -289,22 +291,6 @@ class ModelProfile:
             f"{[p.name for p in self.layers]}")
 
 
-def _walk(root, skip):
-    """(layer, path) of every layer under `root`, nested models included."""
-    stack = [(layer, "") for layer in reversed(root.layers)]
-    seen = set()
-    while stack:
-        layer, prefix = stack.pop()
-        if id(layer) in seen or id(layer) in skip:
-            continue
-        seen.add(id(layer))
-        yield layer, prefix + layer.name
-        sublayers = getattr(layer, "layers", None)
-        if isinstance(sublayers, list):
-            stack.extend((sub, f"{prefix}{layer.name}/")
-                         for sub in reversed(sublayers))
-
-
 def _float_weights(model):
     """FloatWeightProfiles of every weight that is neither compressed nor LC
     state, named by the path of the innermost layer that owns it."""
@@ -312,7 +298,7 @@ def _float_weights(model):
     lc_state = {id(v) for v in model._lc.weights}
     root = model.net if model.net is not None else model
     owner = {}
-    for layer, path in _walk(root, skip={id(model._lc)}):
+    for layer, path in spec_lib.walk_layers(root, skip=(model._lc,)):
         for v in layer.weights:
             owner[id(v)] = (layer.name, f"{path}/{v.name}")  # innermost wins
     profiles = []
