@@ -6,6 +6,7 @@ integer indices plus codebooks).
 """
 
 from lc_keras import checks
+from lc_keras.callbacks import LCCallback
 from lc_keras import datasets
 from lc_keras import files
 from lc_keras.codebooks import AdaptiveQuantization
@@ -30,6 +31,7 @@ from lc_keras.runtime import expand_tflite
 from lc_keras.runtime import load_interpreter
 from lc_keras.schedule import BudgetGrid
 from lc_keras.schedule import MuSchedule
+from lc_keras.state import LCState
 from lc_keras.spec import compressible_kernels
 from lc_keras.spec import walk_layers
 from lc_keras.summary import FloatWeightProfile

@@ -8,9 +8,7 @@ codebooks) when asked — normally by the `MuSchedule` callback between L steps.
 
 import contextlib
 import gc
-import json
 import os
-import shutil
 import warnings
 import weakref
 
@@ -19,246 +17,23 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from lc_keras import callbacks as callbacks_lib
 from lc_keras import checks
 from lc_keras import files
+from lc_keras import multi_worker
 from lc_keras import spec as spec_lib
-from lc_keras.quantized import QuantizedKernel
+from lc_keras import state as state_lib
 
-_PENALTIES = ("augmented", "feedback", "quadratic")
-# Penalties whose multipliers λ are updated (and shift the C step).
-_WITH_MULTIPLIERS = ("augmented", "feedback")
 _PENALTY_STEPS = ("proximal", "gradient")
 
 # The LCModel wrapping each reference model (by id), to refuse a second one.
 _WRAPPERS = weakref.WeakValueDictionary()
-
-# The files of `keras.callbacks.BackupAndRestore` in its `backup_dir`, and
-# the suffix of the previous pair that `double_checkpoint=True` keeps.
-_BACKUP_WEIGHTS = "latest.weights.h5"
-_BACKUP_METADATA = "training_metadata.json"
-_PREVIOUS = ".bkp"
-
-
-def _safe(path):
-    return path.replace("/", "__").replace(":", "_")
-
 
 class _Untracked:
     """A holder Keras does not look into (so its metrics stay private)."""
 
     def __init__(self, penalty):
         self.penalty = penalty
-
-
-class _LCState(keras.layers.Layer):
-    """Holds the LC variables of an `LCModel` (μ, λ, codebooks, indices).
-
-    It is a sublayer so that its variables are saved with the model. Its
-    variables are created once the compressed kernels are known; it is never
-    `build()`-ed, so its state stays open for that.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.groups = None
-
-    def create(self, groups):
-        self.groups = groups
-
-        def weight(name, shape, dtype="float32", value="zeros"):
-            return self.add_weight(
-                shape=shape, dtype=dtype, initializer=value, trainable=False,
-                autocast=False, name=name)
-
-        self.mu = weight("mu", ())
-        self.steps = weight("c_steps", (), dtype="int32")
-        self.base_lr = weight("base_learning_rate", (), value="zeros")
-        # Where a `MuSchedule` left this state: the number of schedule epochs
-        # it holds, and whether it was saved inside an epoch (see
-        # `lc_keras.schedule`), so that a resumed run can be checked.
-        self.epoch = weight("schedule_epoch", (), dtype="int32")
-        self.phase = weight("schedule_phase", (), dtype="int32")
-        self.codebooks = []
-        self.lambdas, self.targets, self.indices = [], [], []
-        # anchor = Δ(Θ) + λ/μ, kept up to date whenever μ, λ or Θ change, so
-        # that the training step computes μ/2·‖w − anchor‖² with one subtract.
-        self.anchors = []
-        for group in groups:
-            rows = group.kernels[0].channels if group.per_channel else 1
-            self.codebooks.append(weight(
-                f"codebook_{_safe(group.name)}",
-                (rows, group.quantization.num_entries)))
-            for ref in group.kernels:
-                shape = tuple(ref.variable.shape)
-                name = _safe(ref.path)
-                self.lambdas.append(weight(f"lambda_{name}", shape))
-                self.targets.append(weight(f"target_{name}", shape))
-                self.anchors.append(weight(f"anchor_{name}", shape))
-                self.indices.append(
-                    weight(f"indices_{name}", shape, dtype="int32"))
-        self.built = True
-
-    def call(self, inputs):  # pragma: no cover - never called
-        return inputs
-
-
-@tf.custom_gradient
-def _half_squared_distance(w, anchor, mu):
-    """μ/2·‖w − anchor‖², with its gradient μ·(w − anchor) written out.
-
-    Autodiff of `reduce_sum(square(w − anchor))` materialises several
-    kernel-sized tensors per step (the broadcast of the sum's gradient, 2·x,
-    the product); on a small net like LeNet300 that was ~15% of the step
-    time. One dot product forward and one scaled difference backward do the
-    same work.
-    """
-    d = w - anchor
-    flat = tf.reshape(d, [-1])
-    value = 0.5 * mu * tf.tensordot(flat, flat, 1)
-
-    def grad(upstream):
-        return upstream * mu * d, None, None
-
-    return value, grad
-
-
-def _to_rows(w, ref, group):
-    """Flattens one kernel into the [rows, n] layout of its group."""
-    if group.per_channel:
-        axes = tuple(ref.channel_axes)
-        rest = tuple(a for a in range(len(w.shape)) if a not in axes)
-        w = tf.transpose(w, axes + rest)
-        return tf.reshape(w, [ref.channels, -1])
-    return tf.reshape(w, [1, -1])
-
-
-def _from_rows(rows, ref, group):
-    """Inverse of `_to_rows` for one kernel."""
-    shape = [int(d) for d in ref.variable.shape]
-    if group.per_channel:
-        axes = tuple(ref.channel_axes)
-        rest = tuple(a for a in range(len(shape)) if a not in axes)
-        perm = axes + rest
-        t = tf.reshape(rows, [shape[a] for a in perm])
-        return tf.transpose(t, np.argsort(perm))
-    return tf.reshape(rows, shape)
-
-
-def _multi_worker(strategy):
-    """Whether `strategy` is a MultiWorkerMirroredStrategy over > 1 worker."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    resolver = strategy.cluster_resolver
-    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    return sum(len(spec.get(job, ())) for job in ("chief", "worker")) > 1
-
-
-def _callback_items(callbacks):
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        return list(callbacks.callbacks)
-    return list(keras.tree.flatten(callbacks))
-
-
-def _schedule_first(callbacks):
-    """Puts the `MuSchedule`s of a callback list first; checks resumability.
-
-    Also turns on `double_checkpoint` in every `BackupAndRestore` (see
-    `LCModel.fit`). Returns a new list (a `CallbackList` is reordered in
-    place).
-    """
-    from lc_keras.schedule import MuSchedule  # circular at import time
-
-    if callbacks is None:
-        return None
-    container = callbacks
-    items = _callback_items(callbacks)
-    for c in items:
-        if (isinstance(c, keras.callbacks.BackupAndRestore)
-                and not c.double_checkpoint):
-            c.double_checkpoint = True
-            logging.info(
-                "LCModel.fit turned on double_checkpoint in "
-                "BackupAndRestore(backup_dir=%r), so that a run killed while "
-                "it writes resumes from the previous backup.", c.backup_dir)
-    schedules = [c for c in items if isinstance(c, MuSchedule)]
-    if not schedules:
-        return callbacks
-    if len(schedules) > 1:
-        raise ValueError(
-            "LCModel.fit requires at most one MuSchedule among the "
-            f"callbacks (each would run its own C steps and multiplier "
-            f"updates). Received: {len(schedules)} MuSchedule callbacks")
-    for c in items:
-        if (isinstance(c, keras.callbacks.BackupAndRestore)
-                and c.save_freq != "epoch"):
-            raise ValueError(
-                "LC runs cannot be resumed exactly from a backup saved in "
-                "the middle of an epoch: Keras restarts a restored epoch from "
-                "its first batch, so the batches before the backup would be "
-                "trained twice before the next C step. Received "
-                f"BackupAndRestore(save_freq={c.save_freq!r}) together with a "
-                "MuSchedule; use save_freq=\"epoch\" (the default), which "
-                "resumes the run exactly.")
-    ordered = schedules + [c for c in items if not isinstance(c, MuSchedule)]
-    if isinstance(container, keras.callbacks.CallbackList):
-        container.callbacks[:] = ordered
-        return container
-    return ordered
-
-
-def _backup_paths(backup):
-    """(weights, metadata, previous weights, previous metadata) paths."""
-    weights = os.path.join(backup.backup_dir, _BACKUP_WEIGHTS)
-    metadata = os.path.join(backup.backup_dir, _BACKUP_METADATA)
-    return weights, metadata, weights + _PREVIOUS, metadata + _PREVIOUS
-
-
-def _backup_epoch(path):
-    """The epoch a BackupAndRestore metadata file holds, or None."""
-    try:
-        with open(path) as f:
-            epoch = json.load(f)["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return epoch if isinstance(epoch, int) and epoch >= 0 else None
-
-
-def _copy_atomic(source, target):
-    with files.atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
-
-
-def _repair_backup(backup):
-    """Makes the files a killed run left in a backup folder loadable.
-
-    `BackupAndRestore` writes the weights, then the metadata (the epoch),
-    in place. A kill while it writes the metadata leaves it empty or cut,
-    and Keras then fails on every restart (it only falls back to the
-    previous pair for unreadable weights); a kill before the first metadata
-    is written leaves weights without one. Either way the previous pair
-    (kept by `double_checkpoint`) is put back, or, without one, the backup
-    is removed so that the run starts over (from the same weights, so that
-    it ends where an uninterrupted run would).
-    """
-    weights, metadata, old_weights, old_metadata = _backup_paths(backup)
-    if not (os.path.exists(weights) or os.path.exists(metadata)):
-        return
-    if os.path.exists(weights) and _backup_epoch(metadata) is not None:
-        return  # loadable (Keras falls back to the previous weights itself)
-    if os.path.exists(old_weights) and _backup_epoch(old_metadata) is not None:
-        _copy_atomic(old_weights, weights)
-        _copy_atomic(old_metadata, metadata)
-        logging.warning(
-            "The backup in %r was cut while it was written (metadata "
-            "unreadable or missing); restored the previous backup, of epoch "
-            "%d.", backup.backup_dir, _backup_epoch(metadata))
-        return
-    for path in (weights, metadata, old_weights, old_metadata):
-        if os.path.exists(path):
-            os.remove(path)
-    logging.warning(
-        "The backup in %r was cut while it was written and there is no "
-        "previous one; starting the run over.", backup.backup_dir)
 
 
 def _leading_size(x):
@@ -358,9 +133,10 @@ class LCModel(keras.Model):
                 f"LCModel (its penalty and C steps would run twice). "
                 f"Received: model=LCModel '{model.name}'. Wrap a copy of its "
                 "`.net`, or its `quantized_model()`.")
-        if penalty not in _PENALTIES:
+        if penalty not in state_lib.PENALTIES:
             raise ValueError(
-                f"LCModel requires penalty to be one of {_PENALTIES}. "
+                "LCModel requires penalty to be one of "
+                f"{state_lib.PENALTIES}. "
                 f"Received: penalty={penalty!r}")
         if penalty_step not in _PENALTY_STEPS:
             raise ValueError(
@@ -374,7 +150,7 @@ class LCModel(keras.Model):
             def other_wrapper():
                 other = _WRAPPERS.get(id(model))
                 if other is None or other.net is not model or \
-                        other._lc.groups is None or not other.c_steps:
+                        not other.lc_state.created or not other.c_steps:
                     return None
                 return other
 
@@ -395,12 +171,10 @@ class LCModel(keras.Model):
         self.penalty = penalty
         self.penalty_step = penalty_step
         self._quantized_evaluation = quantized_evaluation
-        self._lc_backups = ()
-        self._lc = _LCState(name="lc_state")
+        self._lc = state_lib.LCState(penalty=penalty, name="lc_state")
         # Kept out of `self.metrics` (a plain list is not tracked by Keras)
         # so that `evaluate` returns what it returns for the wrapped model.
         self._trackers = _Untracked(keras.metrics.Mean(name="lc_penalty"))
-        self._project_fns = {}
         if model is not None:
             if not model.built:
                 raise ValueError(
@@ -438,7 +212,7 @@ class LCModel(keras.Model):
 
     def _ensure_state(self):
         """Creates the LC variables once the kernels exist."""
-        if self._lc.groups is not None:
+        if self._lc.created:
             return
         target = self.net if self.net is not None else self
         groups = spec_lib.resolve_spec(target, self.compression)
@@ -453,13 +227,17 @@ class LCModel(keras.Model):
         return strategy.scope()
 
     @property
-    def lc_groups(self):
-        """The `CompressionGroup`s of the model (after it is built)."""
+    def lc_state(self):
+        """The `LCState` holding the LC variables (after the model is built).
+
+        For callbacks and inspection: its `kernels` give, per compressed
+        kernel, the variables of λ, Δ(Θ), the anchor and the indices.
+        """
         self._require_state()
-        return self._lc.groups
+        return self._lc
 
     def _require_state(self):
-        if self._lc.groups is None:
+        if not self._lc.created:
             if self.built or (self.net is not None):
                 self._ensure_state()
             else:
@@ -469,19 +247,19 @@ class LCModel(keras.Model):
                     "`model.build(input_shape)`) or `fit` it first.")
 
     def _kernel_refs(self):
-        return [ref for g in self._lc.groups for ref in g.kernels]
+        return [k.ref for k in self._lc.kernels]
 
     @property
     def compression_initialized(self):
         """Whether a C step (direct compression at least) has run."""
         self._require_state()
-        return int(self._lc.steps.numpy()) > 0
+        return self._lc.initialized
 
     @property
     def c_steps(self):
         """Number of C steps run so far (direct compression counts as 1)."""
         self._require_state()
-        return int(self._lc.steps.numpy())
+        return self._lc.c_steps
 
     @property
     def schedule_epoch(self):
@@ -491,7 +269,7 @@ class LCModel(keras.Model):
         exactly with `fit(..., initial_epoch=model.schedule_epoch)`.
         """
         self._require_state()
-        return int(self._lc.epoch.numpy())
+        return self._lc.schedule_epoch
 
     @property
     def mu(self):
@@ -505,9 +283,7 @@ class LCModel(keras.Model):
         value = float(value)
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"LCModel requires mu > 0. Received: mu={value}")
-        if value != float(self._lc.mu.numpy()):
-            self._lc.mu.assign(value)
-            self._refresh_anchors()
+        self._lc.set_mu(value)
 
     # ------------------------------------------------------------------
     # L step: the penalty in the loss
@@ -520,62 +296,14 @@ class LCModel(keras.Model):
             A float32 scalar tensor.
         """
         self._require_state()
-        mu = self._lc.mu.value
-        total = tf.constant(0.0, tf.float32)
-        for ref, anchor in zip(self._kernel_refs(), self._lc.anchors):
-            total += _half_squared_distance(
-                tf.cast(ref.variable.value, tf.float32), anchor.value, mu)
-        return total
-
-    def _refresh_anchors(self):
-        """anchor ← Δ(Θ) + λ/μ (augmented), or Δ(Θ) alone (the others)."""
-        mu = self._lc.mu.value
-        for target, lam, anchor in zip(self._lc.targets, self._lc.lambdas,
-                                       self._lc.anchors):
-            anchor.assign(self._anchor(target.value, lam.value, mu))
-
-    def _anchor(self, target, lam, mu):
-        """The penalty's anchor a: Δ(Θ) + λ/μ (augmented) or Δ(Θ)."""
-        if self.penalty == "augmented":
-            return target + tf.math.divide_no_nan(lam, mu)
-        return target
-
-    def _proximal_step(self, lr):
-        """w ← (w + c·a)/(1 + c), c = lr·μ, on every compressed kernel.
-
-        The exact minimiser of μ/2·‖w − a‖² + 1/(2·lr)·‖w − w₀‖² (the
-        proximal operator of the penalty with the optimizer's step size),
-        applied after the optimizer's update of the loss, to the kernels
-        the optimizer trains. Under a distribution strategy it runs once per
-        replica on the synchronized (mirrored) kernels, as the optimizer's
-        own updates do.
-        """
-        c = lr * self._lc.mu.value
-        shrink = c / (1.0 + c)
-        # Kernels training cannot move (trainable=False) stay where they
-        # are, as the optimizer leaves them.
-        pairs = [(ref.variable.value, anchor.value) for ref, anchor, frozen
-                 in zip(self._kernel_refs(), self._lc.anchors,
-                        self._frozen()) if not frozen]
-
-        def update(variable, anchor, shrink):
-            w = tf.cast(variable, tf.float32)
-            return variable.assign(
-                tf.cast(w - shrink * (w - anchor), variable.dtype))
-
-        def merged(strategy, shrink):
-            for variable, anchor in pairs:
-                strategy.extended.update(variable, update,
-                                         args=(anchor, shrink), group=False)
-
-        tf.distribute.get_replica_context().merge_call(merged, args=(shrink,))
+        return self._lc.penalty_value()
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
         loss = super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
             training=training)
-        if (not training or self._lc.groups is None
+        if (not training or not self._lc.created
                 or self.penalty_step == "proximal"):
             return loss
         penalty = self.lc_penalty()
@@ -645,18 +373,10 @@ class LCModel(keras.Model):
         # leaf by leaf instead; the result only gives shapes and dtypes.
         strategy = self.distribute_strategy
         if (iterator is not None and data_batch is None
-                and _multi_worker(strategy)):
-            for item in iterator:
-                batch = next(item[-1])
-                break
-            else:  # pragma: no cover - an empty dataset
-                batch = None
+                and multi_worker.is_multi_worker(strategy)):
+            batch = multi_worker.first_batch(strategy, iterator)
             if batch is not None:
-                data_batch = keras.tree.map_structure(
-                    lambda v: strategy.reduce("MEAN", v, axis=None)
-                    if isinstance(v, tf.distribute.DistributedValues) else v,
-                    batch)
-                iterator = None
+                data_batch, iterator = batch, None
         return super()._maybe_symbolic_build(iterator=iterator,
                                              data_batch=data_batch)
 
@@ -664,26 +384,27 @@ class LCModel(keras.Model):
         """`keras.Model.fit`, with the LC callbacks run first.
 
         As `keras.Model.fit`, except that an unbuilt model is built from `x`
-        before the callbacks start, and that every `MuSchedule` among the
-        callbacks is moved to the front of the list: its epoch-end C step and
-        multiplier update then run before any other callback sees the epoch
-        end, so that `ModelCheckpoint` and `BackupAndRestore` save the state
-        after the C step whatever the order they were given in.
+        before the callbacks start, and that the `LCCallback` among the
+        callbacks (a `MuSchedule`) is moved to the front of the list: its
+        epoch-end C step and multiplier update then run before any other
+        callback sees the epoch end, so that `ModelCheckpoint` and
+        `BackupAndRestore` save the state after the C step whatever the order
+        they were given in (see `lc_keras.callbacks`).
 
         Every `keras.callbacks.BackupAndRestore` among the callbacks is made
         crash-safe: its `double_checkpoint` is turned on, a backup cut by a
         kill while its metadata was written is replaced by the previous one
         before Keras reads it, and a backup whose weights are one epoch
         ahead of its metadata (a kill between the two writes) is resumed
-        from the previous weights. A `kill -9` at any moment then resumes to
-        the state of an uninterrupted run.
+        from the previous weights (`lc_keras.backups`). A `kill -9` at any
+        moment then resumes to the state of an uninterrupted run.
 
         Raises:
             ValueError: for a `BackupAndRestore` that saves in the middle of
                 epochs (`save_freq` other than `"epoch"`) together with a
                 `MuSchedule`: Keras restarts a restored epoch from its first
                 batch, so the resumed LC run could not be exact; for more
-                than one `MuSchedule`; for training data of 0 samples.
+                than one `LCCallback`; for training data of 0 samples.
         """
         if _leading_size(x) == 0:
             raise ValueError(
@@ -693,51 +414,16 @@ class LCModel(keras.Model):
         if not self.built:
             self._build_from_data(x)
         self._check_strategy()
-        callbacks = None
         if "callbacks" in kwargs:
-            callbacks = kwargs["callbacks"] = _schedule_first(
-                kwargs["callbacks"])
+            kwargs["callbacks"] = callbacks_lib.arrange(
+                kwargs["callbacks"], self)
         elif len(args) >= 5:  # fit(x, y, batch_size, epochs, verbose, cbs)
-            callbacks = _schedule_first(args[4])
-            args = args[:4] + (callbacks,) + args[5:]
-        self._lc_backups = tuple(
-            c for c in _callback_items(callbacks or [])
-            if isinstance(c, keras.callbacks.BackupAndRestore))
-        for backup in self._lc_backups:
-            _repair_backup(backup)
+            args = args[:4] + (callbacks_lib.arrange(args[4], self),) + \
+                args[5:]
         return super().fit(x, *args, **kwargs)
 
-    def _align_with_backups(self, epoch):
-        """Undoes a backup whose weights are one epoch ahead of its epoch.
-
-        A kill after `BackupAndRestore` wrote the weights of epoch e but
-        before it wrote "epoch e" restores the state of epoch e with Keras
-        starting at epoch e - 1. The previous weights (`double_checkpoint`)
-        are those of epoch e - 1: loading them makes the resume exact.
-        Called by `MuSchedule` once the backups are restored.
-        """
-        self._require_state()
-        if int(self._lc.steps.numpy()) == 0 or \
-                int(self._lc.epoch.numpy()) != epoch + 1:
-            return
-        for backup in self._lc_backups:
-            weights, metadata, old_weights, _ = _backup_paths(backup)
-            if _backup_epoch(metadata) != epoch or not os.path.exists(
-                    old_weights):
-                continue
-            # The previous weights go back in place (the files then agree
-            # again) and are loaded from there (Keras wants `.weights.h5`).
-            _copy_atomic(old_weights, weights)
-            self.load_weights(weights)
-            logging.warning(
-                "The backup in %r holds the weights of epoch %d but says "
-                "epoch %d (the run was killed between the two writes); "
-                "resumed from the previous backup instead.",
-                backup.backup_dir, epoch + 1, epoch)
-            return
-
     def train_step(self, data):
-        if self._lc.groups is None:
+        if not self._lc.created:
             raise ValueError(
                 f"LCModel '{self.name}' has no compression state yet: pass "
                 "`lc_keras.MuSchedule()` to `fit` (it runs direct compression "
@@ -753,24 +439,10 @@ class LCModel(keras.Model):
                                      tf.float32))
         logs = super().train_step(data)
         if self.penalty_step == "proximal":
-            self._proximal_step(lr)
+            self._lc.proximal_step(lr, self._frozen())
         logs["lc_penalty"] = self._trackers.penalty.result()
         logs["lc_mu"] = self._lc.mu.value
-        return self._multi_worker_logs(logs)
-
-    def _multi_worker_logs(self, logs):
-        """Logs that Keras can reduce across the workers of a multi-worker run.
-
-        Keras (3.15) averages each log of a step over all replicas of a
-        MultiWorkerMirroredStrategy with `strategy.reduce("MEAN", v, axis=0)`,
-        which fails on the usual scalar logs (and averages a vector log over
-        its own entries). A leading axis of size 1 makes that reduction the
-        mean over the replicas, of the log's own shape.
-        """
-        if not _multi_worker(tf.distribute.get_strategy()):
-            return logs
-        return keras.tree.map_structure(
-            lambda v: tf.expand_dims(v, 0) if tf.is_tensor(v) else v, logs)
+        return multi_worker.reducible_logs(logs)
 
     def reset_metrics(self):
         super().reset_metrics()
@@ -841,27 +513,22 @@ class LCModel(keras.Model):
         with self._evaluation_mode(quantized):
             return super().predict(*args, **kwargs)
 
-    def _quantized_mapping(self):
-        refs = self._kernel_refs()
-        return [(ref.variable, tf.cast(t.value, ref.variable.dtype))
-                for ref, t in zip(refs, self._lc.targets)]
-
     def test_step(self, data):
-        if not self._quantized_evaluation or self._lc.groups is None:
-            return self._multi_worker_logs(super().test_step(data))
-        mapping = self._quantized_mapping()
+        if not self._quantized_evaluation or not self._lc.created:
+            return multi_worker.reducible_logs(super().test_step(data))
+        mapping = self._lc.quantized_mapping()
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = super().test_step(data)
         for variable in self.metrics_variables:
             value = scope.get_current_value(variable)
             if value is not None:
                 variable.assign(value)
-        return self._multi_worker_logs(logs)
+        return multi_worker.reducible_logs(logs)
 
     def predict_step(self, data):
-        if not self._quantized_evaluation or self._lc.groups is None:
+        if not self._quantized_evaluation or not self._lc.created:
             return super().predict_step(data)
-        with keras.StatelessScope(state_mapping=self._quantized_mapping()):
+        with keras.StatelessScope(state_mapping=self._lc.quantized_mapping()):
             return super().predict_step(data)
 
     # ------------------------------------------------------------------
@@ -875,98 +542,11 @@ class LCModel(keras.Model):
         return tuple(id(ref.variable) not in trainable
                      for ref in self._kernel_refs())
 
-    def _project(self, mu, warm, frozen):
-        """Graph of the projection of every group: (finite, codebook,
-        [(indices, target) per kernel]) per group."""
-        outputs = []
-        i = 0
-        for g, group in enumerate(self._lc.groups):
-            rows, finite = [], []
-            for ref in group.kernels:
-                w = tf.cast(ref.variable.value, tf.float32)
-                if self.penalty in _WITH_MULTIPLIERS and warm and not \
-                        frozen[i]:
-                    w = w - tf.math.divide_no_nan(
-                        self._lc.lambdas[i].value, mu)
-                finite.append(tf.reduce_all(tf.math.is_finite(w)))
-                rows.append(_to_rows(w, ref, group))
-                i += 1
-            v = rows[0] if len(rows) == 1 else tf.concat(rows, axis=-1)
-            previous = self._lc.codebooks[g].value if warm else None
-            codebook, indices = group.quantization.project(v, previous)
-            codebook = tf.cast(codebook, tf.float32)
-            indices = tf.cast(indices, tf.int32)
-            per_kernel = []
-            offset = 0
-            for ref in group.kernels:
-                n = ref.size // (ref.channels if group.per_channel else 1)
-                idx_rows = indices[:, offset:offset + n]
-                offset += n
-                idx = _from_rows(idx_rows, ref, group)
-                if group.per_channel:
-                    rows_of = _from_rows(
-                        tf.broadcast_to(
-                            tf.range(ref.channels)[:, None],
-                            tf.shape(idx_rows)), ref, group)
-                    target = tf.gather_nd(
-                        codebook, tf.stack([rows_of, idx], axis=-1))
-                else:
-                    target = tf.gather(codebook[0], idx)
-                per_kernel.append((idx, target))
-            outputs.append((tf.stack(finite), codebook, per_kernel))
-        return outputs
-
-    def _commit(self, outputs, warm, update_multipliers, frozen):
-        """Graph of the assignments of a C step: Θ, Δ(Θ), λ, anchors."""
-        mu = self._lc.mu.value
-        i = 0
-        for g, (_, codebook, per_kernel) in enumerate(outputs):
-            group = self._lc.groups[g]
-            self._lc.codebooks[g].assign(codebook)
-            for ref, (idx, target) in zip(group.kernels, per_kernel):
-                self._lc.indices[i].assign(idx)
-                self._lc.targets[i].assign(target)
-                lam = self._lc.lambdas[i]
-                w = tf.cast(ref.variable.value, tf.float32)
-                if (update_multipliers and self.penalty in _WITH_MULTIPLIERS
-                        and not frozen[i]):
-                    new = lam.value - mu * (w - target)
-                elif not warm or frozen[i]:
-                    new = tf.zeros_like(w)
-                else:
-                    new = lam.value
-                lam.assign(new)
-                self._lc.anchors[i].assign(self._anchor(target, new, mu))
-                i += 1
-        self._lc.steps.assign_add(1)
-        return tf.constant(True)
-
-    def _c_step_fn(self, warm, update_multipliers):
-        """One tf.function per (warm, update, frozen kernels): projects every
-        group and, only if all the projected weights are finite, assigns the
-        results. Returns the finiteness of each kernel."""
-        frozen = self._frozen()
-        key = (warm, update_multipliers, frozen)
-        if key in self._project_fns:
-            return self._project_fns[key]
-
-        def c_step(mu):
-            outputs = self._project(mu, warm, frozen)
-            finite = tf.concat([f for f, _, _ in outputs], axis=0)
-            tf.cond(tf.reduce_all(finite),
-                    lambda: self._commit(outputs, warm, update_multipliers,
-                                         frozen),
-                    lambda: tf.constant(False))
-            return finite
-
-        fn = tf.function(c_step, autograph=False)
-        self._project_fns[key] = fn
-        return fn
-
     def _run_c_step(self, warm, update_multipliers, distortions=True):
         self._require_state()
-        mu = self._lc.mu.value if warm else tf.constant(1.0)
-        finite = self._c_step_fn(warm, update_multipliers)(mu).numpy()
+        finite = self._lc.c_step(warm=warm,
+                                 update_multipliers=update_multipliers,
+                                 frozen=self._frozen())
         for ref, ok in zip(self._kernel_refs(), finite):
             if not ok:
                 raise ValueError(self._non_finite_message(ref))
@@ -1042,13 +622,7 @@ class LCModel(keras.Model):
     def distortions(self):
         """Current ‖w − Δ(Θ)‖² per compressed kernel (a dict of floats)."""
         self._require_state()
-        refs = self._kernel_refs()
-        return {
-            ref.path: float(tf.reduce_sum(tf.square(
-                tf.cast(ref.variable.value, tf.float64)
-                - tf.cast(t.value, tf.float64))).numpy())
-            for ref, t in zip(refs, self._lc.targets)
-        }
+        return self._lc.distortions()
 
     # ------------------------------------------------------------------
     # Results
@@ -1073,24 +647,7 @@ class LCModel(keras.Model):
                 f"LCModel '{self.name}' has not run a C step yet: there are no "
                 "codebooks. Run `model.direct_compression()` or `fit` with a "
                 "`MuSchedule` first.")
-        state = {}
-        i = 0
-        for g, group in enumerate(self._lc.groups):
-            codebook = self._lc.codebooks[g].numpy()
-            for ref in group.kernels:
-                state[ref.path] = QuantizedKernel(
-                    name=ref.path,
-                    layer_name=ref.layer.name,
-                    attribute=ref.attribute,
-                    kind=group.quantization.kind,
-                    codebook=codebook,
-                    indices=self._lc.indices[i].numpy(),
-                    channel_axes=ref.channel_axes if group.per_channel else (),
-                    group=group.name,
-                    layer_type=ref.layer_type,
-                )
-                i += 1
-        return state
+        return self._lc.compression_state()
 
     def _plain_model(self):
         if self.net is not None:

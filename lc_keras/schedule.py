@@ -22,21 +22,8 @@ import numpy as np
 from absl import logging
 
 from lc_keras import checks
-
-# `schedule_phase` of the LC state: where in the schedule it was left.
-_AT_EPOCH_END = 0  # at the end of `schedule_epoch` epochs (or fresh)
-_IN_EPOCH = 1  # inside epoch `schedule_epoch` + 1 (some batches trained)
-_CLOSED = 2  # closed by an extra C step after a run stopped inside an L step
-
-
-def _check_number(name, value, low, inclusive, what):
-    del what  # the bound is spelled by `checks`
-    return checks.check_number("MuSchedule", name, value, low=low,
-                               low_inclusive=inclusive)
-
-
-def _check_int(name, value, low):
-    return checks.check_int("MuSchedule", name, value, low=low)
+from lc_keras.callbacks import LCCallback
+from lc_keras.model import LCModel
 
 
 def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 0.3),
@@ -152,7 +139,7 @@ class BudgetGrid:
         return k
 
 
-class MuSchedule(keras.callbacks.Callback):
+class MuSchedule(LCCallback):
     """Runs LC: direct compression, C steps, multiplier updates, μ growth.
 
     Most runs want `MuSchedule.for_budget(epochs)`: LC in a training budget,
@@ -230,14 +217,17 @@ class MuSchedule(keras.callbacks.Callback):
                 "MuSchedule.for_budget leaves the learning rate to the "
                 "optimizer (a float or a Keras schedule); it takes no "
                 f"lr_decay. Received: lr_decay={lr_decay}")
-        mu0 = _check_number("mu0", mu0, 0, False, "> 0")
-        growth = _check_number("growth", growth, 1, True, ">= 1")
-        steps = _check_int("steps", steps, 1)
-        epochs_per_step = _check_int("epochs_per_step", epochs_per_step, 1)
+        owner = "MuSchedule"
+        mu0 = checks.check_number(owner, "mu0", mu0, low=0,
+                                  low_inclusive=False)
+        growth = checks.check_number(owner, "growth", growth, low=1)
+        steps = checks.check_int(owner, "steps", steps, low=1)
+        epochs_per_step = checks.check_int(owner, "epochs_per_step",
+                                           epochs_per_step, low=1)
         if first_step_epochs is None:
             first_step_epochs = epochs_per_step
-        first_step_epochs = _check_int("first_step_epochs", first_step_epochs,
-                                       1)
+        first_step_epochs = checks.check_int(
+            owner, "first_step_epochs", first_step_epochs, low=1)
         if lr_decay is not None:
             lr_decay = checks.check_number(
                 "MuSchedule", "lr_decay", lr_decay, low=0,
@@ -256,7 +246,8 @@ class MuSchedule(keras.callbacks.Callback):
         self.first_step_epochs = first_step_epochs
         self.lr_decay = lr_decay
         self.strict = checks.check_bool("MuSchedule", "strict", strict)
-        self.log_codebooks = _check_int("log_codebooks", log_codebooks, 0)
+        self.log_codebooks = checks.check_int(owner, "log_codebooks",
+                                              log_codebooks, low=0)
         self._epoch = None
         self._pending = False
         self._in_fit = False
@@ -395,8 +386,6 @@ class MuSchedule(keras.callbacks.Callback):
     # Callback hooks ------------------------------------------------------
 
     def _lc_model(self):
-        from lc_keras.model import LCModel  # circular at import time
-
         if not isinstance(self.model, LCModel):
             raise TypeError(
                 "MuSchedule drives an `lc_keras.LCModel`; it was passed to "
@@ -417,7 +406,7 @@ class MuSchedule(keras.callbacks.Callback):
                 "Pass `epochs=schedule.total_epochs`, or build the schedule "
                 "with `strict=False` to stop early or continue past the last "
                 "step with μ still growing.")
-        model._require_state()
+        model.lc_state  # noqa: B018 - creates the state, or refuses an unbuilt model
         if self.budget is not None and not (self.params or {}).get("steps"):
             raise ValueError(
                 "MuSchedule.for_budget places its C steps by batch, so it "
@@ -446,56 +435,20 @@ class MuSchedule(keras.callbacks.Callback):
         `BackupAndRestore` restore in their `on_train_begin`.
         """
         model = self.model
-        state = model._lc
-        model._align_with_backups(epoch)
+        state = model.lc_state
         self._check_resume(epoch)
         if model.compression_initialized:
             self._distortions = model.distortions()
         else:
             self._distortions = model.direct_compression()
-        if float(state.base_lr.numpy()) == 0.0:
-            state.base_lr.assign(
-                float(keras.ops.convert_to_numpy(
-                    model.optimizer.learning_rate)))
+        base_lr = state.record_base_learning_rate(
+            keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         if self.budget is not None:
-            self._grid = self.grid(self.params["steps"],
-                                   float(state.base_lr.numpy()))
+            self._grid = self.grid(self.params["steps"], base_lr)
 
     def _check_resume(self, epoch):
         """Refuses (or, if not strict, warns about) an inexact continuation."""
-        state = self.model._lc
-        done = int(state.epoch.numpy())
-        phase = int(state.phase.numpy())
-        problem = None
-        if not self.model.compression_initialized:
-            if epoch:
-                problem = (
-                    "it has not started (no C step yet), but fit starts at "
-                    f"epoch {epoch + 1} (initial_epoch={epoch}): the first "
-                    f"{epoch} epochs of the schedule, and their C steps, "
-                    "would be skipped. Pass initial_epoch=0 (the default)")
-        elif phase == _IN_EPOCH:
-            problem = (
-                f"its state was saved in the middle of epoch {done + 1} (by "
-                "a checkpoint with a batch-level save_freq, or left by a fit "
-                "interrupted inside an epoch), and Keras can only resume at "
-                "the start of an epoch. Resume from a checkpoint saved at an "
-                "epoch end (ModelCheckpoint or BackupAndRestore with "
-                "save_freq=\"epoch\")")
-        elif done and epoch != done:
-            problem = (
-                f"its state has run {done} epochs of the schedule, but fit "
-                f"starts at epoch {epoch + 1} (initial_epoch={epoch}): the "
-                "epochs in between would be skipped or run twice (a second "
-                "C step and multiplier update for the same L step). Pass "
-                f"`initial_epoch={done}` to continue (BackupAndRestore does "
-                "this for you)")
-        elif phase == _CLOSED:
-            problem = (
-                f"its run was stopped after epoch {done}, inside an L step, "
-                "and closed with an extra C step and multiplier update, which "
-                "an uninterrupted run would not have made. Resume from a "
-                "checkpoint saved at that epoch's end instead")
+        problem = self.model.lc_state.resume_problem(epoch)
         if problem is None:
             return
         message = (f"MuSchedule cannot continue the LC run of "
@@ -520,7 +473,7 @@ class MuSchedule(keras.callbacks.Callback):
         step = self.step_of_epoch(epoch)
         model.mu = self.mu_at_epoch(epoch)
         if self.lr_decay is not None:
-            base = float(model._lc.base_lr.numpy())
+            base = model.lc_state.base_learning_rate
             model.optimizer.learning_rate.assign(base * self.lr_decay ** step)
         if epoch == 0 or self.ends_step(epoch - 1):
             logging.info("LC step %d: mu=%.4g", step, model.mu)
@@ -561,7 +514,7 @@ class MuSchedule(keras.callbacks.Callback):
         # Marks the state as inside an epoch (once per epoch), so that a
         # checkpoint saved before the epoch ends is recognised on resume.
         if not self._marked:
-            self.model._lc.phase.assign(_IN_EPOCH)
+            self.model.lc_state.mark_in_epoch()
             self._marked = True
 
     def _c_step_if_due(self, force=False):
@@ -620,9 +573,7 @@ class MuSchedule(keras.callbacks.Callback):
 
     def _end_epoch(self, epoch, logs, step, mu):
         """Records the epoch in the LC state and puts the LC logs in `logs`."""
-        state = self.model._lc
-        state.epoch.assign(epoch + 1)
-        state.phase.assign(_AT_EPOCH_END)
+        self.model.lc_state.mark_epoch_end(epoch + 1)
         if logs is not None:
             logs["lc_step"] = step
             logs["lc_mu"] = mu
@@ -648,12 +599,11 @@ class MuSchedule(keras.callbacks.Callback):
     def _codebook_logs(self):
         """`lc_codebook/<group>/<j>`: entry j of each small codebook."""
         logs = {}
-        state = self.model._lc
-        for group, codebook in zip(state.groups, state.codebooks):
+        for group, codebook in self.model.lc_state.codebooks():
             k = group.quantization.num_entries
             if group.per_channel or k > self.log_codebooks:
                 continue
-            for j, value in enumerate(codebook.numpy()[0]):
+            for j, value in enumerate(codebook[0]):
                 logs[f"lc_codebook/{group.name}/{j}"] = float(value)
         return logs
 
@@ -668,7 +618,7 @@ class MuSchedule(keras.callbacks.Callback):
                 except ValueError as e:  # NaN weights: keep the last Θ.
                     logging.warning("LC final C step skipped: %s", e)
                 else:
-                    model._lc.phase.assign(_CLOSED)
+                    model.lc_state.mark_closed()
         self._in_fit = False
 
     def get_config(self):

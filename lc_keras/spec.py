@@ -317,6 +317,21 @@ def resolve_spec(model, compression):
             f"Received: model '{model.name}' with layers "
             f"{[layer.name for layer, _ in walk_layers(model)]}"
         )
+    entries = _entries(compression)
+    chosen = _choose(model, refs, entries)
+    groups = _group(refs, chosen)
+    if not groups:
+        raise ValueError(
+            "The compression spec leaves every kernel float: nothing to "
+            f"compress. Received: {compression!r}"
+        )
+    for group in groups:
+        _check_group(group)
+    return groups
+
+
+def _entries(compression):
+    """The `(key, Quantization or None)` entries of a spec, checked."""
     if isinstance(compression, Quantization):
         entries = [("*", compression)]
     elif isinstance(compression, dict):
@@ -332,35 +347,43 @@ def resolve_spec(model, compression):
             f"mapping layer names/patterns/classes to one. Received: "
             f"{compression!r} of type {type(compression).__name__}"
         )
-    all_layers = [layer for layer, _ in walk_layers(model)]
     for key, value in entries:
         _check_key(key)
         _validate_value(key, value)
+    return entries
 
+
+def _no_match(model, refs, key):
+    """The error for a spec key that matches no compressible kernel."""
+    compressible = sorted({r.layer.name for r in refs})
+    named = [
+        layer for layer, _ in walk_layers(model)
+        if isinstance(key, str)
+        and any(fnmatch.fnmatchcase(n, key) for n in (layer.name, layer.path))
+    ]
+    if named:
+        return ValueError(
+            f"Compression spec key {_key_str(key)} matches layer(s) "
+            f"{[f'{l.name} ({type(l).__name__})' for l in named]} "
+            f"that have no compressible kernel. Compressible layers: "
+            f"{compressible}"
+        )
+    return ValueError(
+        f"Compression spec key {_key_str(key)} matches no layer of "
+        f"model '{model.name}'. Compressible layers: {compressible}"
+    )
+
+
+def _choose(model, refs, entries):
+    """`{kernel path: (rank, key, value)}`: the most specific entry of each
+    kernel that an entry matches."""
     chosen = {}
     for key, value in entries:
         hits = [r for r in refs if _matches(key, r)]
         if not hits:
-            named = [
-                layer for layer in all_layers
-                if isinstance(key, str)
-                and any(fnmatch.fnmatchcase(n, key)
-                        for n in (layer.name, layer.path))
-            ]
-            if named:
-                raise ValueError(
-                    f"Compression spec key {_key_str(key)} matches layer(s) "
-                    f"{[f'{l.name} ({type(l).__name__})' for l in named]} "
-                    "that have no compressible kernel. Compressible layers: "
-                    f"{sorted({r.layer.name for r in refs})}"
-                )
-            raise ValueError(
-                f"Compression spec key {_key_str(key)} matches no layer of "
-                f"model '{model.name}'. Compressible layers: "
-                f"{sorted({r.layer.name for r in refs})}"
-            )
+            raise _no_match(model, refs, key)
+        rank = _key_kind(key)
         for ref in hits:
-            rank = _key_kind(key)
             previous = chosen.get(ref.path)
             if previous is None or rank < previous[0]:
                 chosen[ref.path] = (rank, key, value)
@@ -371,7 +394,11 @@ def resolve_spec(model, compression):
                     f"and {_key_str(key)}. Use an exact layer name to "
                     "disambiguate."
                 )
+    return chosen
 
+
+def _group(refs, chosen):
+    """The `CompressionGroup`s of the chosen entries, in layer order."""
     groups = []
     shared = {}
     for ref in refs:
@@ -386,49 +413,47 @@ def resolve_spec(model, compression):
                 f"'{ref.layer.name}' ({type(ref.layer).__name__}) has none. "
                 f"Received: {quantization!r} for kernel '{ref.path}'"
             )
-        if quantization.shared:
-            if quantization.per_channel:
-                raise ValueError(
-                    "A codebook cannot be both shared and per-channel. "
-                    f"Received: {quantization!r}"
-                )
-            gid = (id(quantization), _key_str(key))
-            if gid not in shared:
-                shared[gid] = CompressionGroup(
-                    f"shared:{key if isinstance(key, str) else key.__name__}",
-                    quantization, [])
-                groups.append(shared[gid])
-            shared[gid].kernels.append(ref)
-        else:
+        if not quantization.shared:
             groups.append(CompressionGroup(ref.path, quantization, [ref]))
-
-    if not groups:
-        raise ValueError(
-            "The compression spec leaves every kernel float: nothing to "
-            f"compress. Received: {compression!r}"
-        )
-    for group in groups:
-        dtypes = {r.variable.dtype for r in group.kernels}
-        if len(dtypes) > 1:
+            continue
+        if quantization.per_channel:
             raise ValueError(
-                f"A shared codebook needs kernels of one dtype. Group "
-                f"'{group.name}' has {sorted(dtypes)} over "
-                f"{[r.path for r in group.kernels]}"
+                "A codebook cannot be both shared and per-channel. "
+                f"Received: {quantization!r}"
             )
-        if isinstance(group.quantization, AdaptiveQuantization):
-            k = group.quantization.num_entries
-            if group.per_channel:
-                rows = min(r.size // r.channels for r in group.kernels)
-            else:
-                rows = sum(r.size for r in group.kernels)
-            if k > rows:
-                raise ValueError(
-                    f"AdaptiveQuantization(k={k}) on '{group.name}' needs k "
-                    f"<= the number of weights per codebook ({rows}). "
-                    f"Received: k={k}"
-                )
-            _check_exact_fits(group, rows)
+        gid = (id(quantization), _key_str(key))
+        if gid not in shared:
+            shared[gid] = CompressionGroup(
+                f"shared:{key if isinstance(key, str) else key.__name__}",
+                quantization, [])
+            groups.append(shared[gid])
+        shared[gid].kernels.append(ref)
     return groups
+
+
+def _check_group(group):
+    """Refuses a group of mixed dtypes, or a codebook it cannot fill."""
+    dtypes = {r.variable.dtype for r in group.kernels}
+    if len(dtypes) > 1:
+        raise ValueError(
+            f"A shared codebook needs kernels of one dtype. Group "
+            f"'{group.name}' has {sorted(dtypes)} over "
+            f"{[r.path for r in group.kernels]}"
+        )
+    if not isinstance(group.quantization, AdaptiveQuantization):
+        return
+    k = group.quantization.num_entries
+    if group.per_channel:
+        rows = min(r.size // r.channels for r in group.kernels)
+    else:
+        rows = sum(r.size for r in group.kernels)
+    if k > rows:
+        raise ValueError(
+            f"AdaptiveQuantization(k={k}) on '{group.name}' needs k "
+            f"<= the number of weights per codebook ({rows}). "
+            f"Received: k={k}"
+        )
+    _check_exact_fits(group, rows)
 
 
 #: Largest dynamic-programming table of `AdaptiveQuantization(method=

@@ -29,18 +29,12 @@ from lc_keras import spec as spec_lib
 # ---------------------------------------------------------------------------
 
 
-def _float_weight_count(model):
-    compressed = {id(v) for v in model.compressed_variables().values()}
-    lc_state = {id(v) for v in model._lc.weights}
-    return sum(int(np.prod(v.shape)) for v in model.weights
-               if id(v) not in compressed and id(v) not in lc_state)
-
-
 def compression_ratio(model):
     """The compression ratio ρ of an `LCModel` after a C step.
 
     ρ = 32·(compressed weights + float weights) /
-    (Σ_kernels ⌈log₂K⌉·P + Σ_codebooks 32·K·rows + 32·float weights).
+    (Σ_kernels ⌈log₂K⌉·P + Σ_codebooks 32·K·rows + 32·float weights):
+    `profile(model).paper_ratio`.
 
     Args:
         model: An `LCModel` that has run at least one C step.
@@ -59,13 +53,7 @@ def compression_ratio(model):
     >>> round(compression_ratio(model), 1)
     30.5
     """
-    state = model.compression_state()
-    compressed = sum(q.size for q in state.values())
-    floats = _float_weight_count(model)
-    bits = sum(q.size * q.bits_per_weight for q in state.values())
-    codebooks = {q.group: q.codebook.size for q in state.values()}
-    bits += 32 * sum(codebooks.values())
-    return 32.0 * (compressed + floats) / (bits + 32.0 * floats)
+    return profile(model).paper_ratio
 
 
 # ---------------------------------------------------------------------------
@@ -295,10 +283,10 @@ def _float_weights(model):
     """FloatWeightProfiles of every weight that is neither compressed nor LC
     state, named by the path of the innermost layer that owns it."""
     compressed = {id(v) for v in model.compressed_variables().values()}
-    lc_state = {id(v) for v in model._lc.weights}
+    lc_state = {id(v) for v in model.lc_state.weights}
     root = model.net if model.net is not None else model
     owner = {}
-    for layer, path in spec_lib.walk_layers(root, skip=(model._lc,)):
+    for layer, path in spec_lib.walk_layers(root, skip=(model.lc_state,)):
         for v in layer.weights:
             owner[id(v)] = (layer.name, f"{path}/{v.name}")  # innermost wins
     profiles = []

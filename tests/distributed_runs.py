@@ -85,7 +85,7 @@ def final_state(model, prefix):
         arrays[f"{prefix}/codebook/{path}"] = q.codebook
         arrays[f"{prefix}/indices/{path}"] = q.indices
     source = model.net if model.net is not None else model
-    state = {id(v) for v in model._lc.weights}
+    state = {id(v) for v in model.lc_state.weights}
     for i, v in enumerate(w for w in source.weights if id(w) not in state):
         arrays[f"{prefix}/weight/{i}"] = v.numpy()
     return arrays

@@ -320,7 +320,7 @@ def test_fit_refusals():
     x, y = classification_data(n=64)
     schedule = lc.MuSchedule(mu0=1e-2, growth=2.0, steps=2, epochs_per_step=1)
     model = _compiled()
-    with pytest.raises(ValueError, match="at most one MuSchedule.*"
+    with pytest.raises(ValueError, match="at most one LC callback.*"
                        "Received: 2"):
         model.fit(x, y, epochs=2, callbacks=[
             schedule, lc.MuSchedule(mu0=1e-2, growth=2.0, steps=2,
@@ -358,7 +358,7 @@ def test_frozen_layer_is_kept_at_its_direct_compression():
         model.fit(x, y, epochs=3, callbacks=[schedule], verbose=0)
     got = model.distortions()["dense_1/kernel"]
     assert got == pytest.approx(expected, rel=1e-5)
-    assert not np.any(model._lc.lambdas[0].numpy())
+    assert not np.any(model.lc_state.kernels[0].multipliers.numpy())
 
 
 def _copy(net):

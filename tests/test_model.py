@@ -201,7 +201,7 @@ def test_direct_compression_equals_c_step_of_reference():
     # DC leaves the weights alone and the multipliers at zero.
     for before, after in zip(reference, net.weights):
         np.testing.assert_array_equal(before, after.numpy())
-    for lam in model._lc.lambdas:
+    for lam in [k.multipliers for k in model.lc_state.kernels]:
         assert not np.any(lam.numpy())
 
 
@@ -213,21 +213,21 @@ def test_lambda_update_and_penalty_formula(penalty):
     model.mu = 0.5
     kernel = model.compressed_variables()["dense_1/kernel"]
     kernel.assign(kernel.numpy() + 0.01)  # move w away from Δ(Θ)
-    lam_before = [lam.numpy().copy() for lam in model._lc.lambdas]
+    lam_before = [lam.numpy().copy() for lam in [k.multipliers for k in model.lc_state.kernels]]
     model.c_step()
-    refs = model._kernel_refs()
+    refs = [k.ref for k in model.lc_state.kernels]
     for i, ref in enumerate(refs):
         w = ref.variable.numpy()
-        target = model._lc.targets[i].numpy()
+        target = model.lc_state.kernels[i].target.numpy()
         expected = lam_before[i] - 0.5 * (w - target)
-        np.testing.assert_allclose(model._lc.lambdas[i].numpy(), expected,
+        np.testing.assert_allclose(model.lc_state.kernels[i].multipliers.numpy(), expected,
                                    rtol=1e-5, atol=1e-7)
     # penalty = mu/2 * sum ||w - target - lambda/mu||^2 (augmented), or
     # mu/2 * sum ||w - target||^2 (feedback: λ enters the C step only).
     expected = 0.0
     for i, ref in enumerate(refs):
-        shift = model._lc.lambdas[i].numpy() / 0.5
-        d = (ref.variable.numpy() - model._lc.targets[i].numpy()
+        shift = model.lc_state.kernels[i].multipliers.numpy() / 0.5
+        d = (ref.variable.numpy() - model.lc_state.kernels[i].target.numpy()
              - (shift if penalty == "augmented" else 0.0))
         expected += 0.25 * np.sum(d ** 2)
     np.testing.assert_allclose(float(model.lc_penalty()), expected, rtol=1e-5)
@@ -239,7 +239,7 @@ def test_quadratic_penalty_keeps_lambda_zero():
                                 penalty="quadratic"))
     sched = schedule()
     model.fit(x, y, epochs=sched.total_epochs, callbacks=[sched], verbose=0)
-    for lam in model._lc.lambdas:
+    for lam in [k.multipliers for k in model.lc_state.kernels]:
         assert not np.any(lam.numpy())
 
 
@@ -452,8 +452,8 @@ def test_penalty_gradient_is_mu_times_w_minus_anchor():
     with tf.GradientTape() as tape:
         penalty = model.lc_penalty()
     grads = tape.gradient(penalty, [ref.variable
-                                    for ref in model._kernel_refs()])
-    for ref, anchor, grad in zip(model._kernel_refs(), model._lc.anchors,
+                                    for ref in [k.ref for k in model.lc_state.kernels]])
+    for ref, anchor, grad in zip([k.ref for k in model.lc_state.kernels], [k.anchor for k in model.lc_state.kernels],
                                  grads):
         np.testing.assert_allclose(
             grad.numpy(), 0.3 * (ref.variable.numpy() - anchor.numpy()),
@@ -465,8 +465,8 @@ def test_penalty_gradient_is_mu_times_w_minus_anchor():
 
 def one_step_expectation(model, x, y, lr, mu):
     """w after one SGD step on the loss, then the exact proximal step."""
-    refs = [r for g in model.lc_groups for r in g.kernels]
-    anchors = {r.path: a.numpy() for r, a in zip(refs, model._lc.anchors)}
+    refs = [r for g in model.lc_state.groups for r in g.kernels]
+    anchors = {r.path: a.numpy() for r, a in zip(refs, [k.anchor for k in model.lc_state.kernels])}
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
             y, model.net(x, training=True)))
@@ -492,7 +492,7 @@ def test_proximal_step_is_exact(penalty, rate):
     model.direct_compression()
     model.mu = 0.5
     # A nonzero λ, so that the anchors of the penalties differ.
-    for lam in model._lc.lambdas:
+    for lam in [k.multipliers for k in model.lc_state.kernels]:
         lam.assign(tf.fill(lam.shape, 0.01))
     model.c_step(update_multipliers=False)
     model.mu = 3.0
@@ -514,8 +514,8 @@ def test_anchors_of_each_penalty():
         for w in model.compressed_variables().values():
             w.assign(w.value + 0.05)
         model.c_step()  # λ ← λ − μ·(w − Δ(Θ)): nonzero for both
-        for lam, target, anchor in zip(model._lc.lambdas, model._lc.targets,
-                                       model._lc.anchors):
+        for lam, target, anchor in ((k.multipliers, k.target, k.anchor)
+                                       for k in model.lc_state.kernels):
             assert np.abs(lam.numpy()).max() > 0
             shift = lam.numpy() / 2.0 if penalty == "augmented" else 0.0
             np.testing.assert_allclose(anchor.numpy(),

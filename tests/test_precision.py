@@ -54,9 +54,9 @@ def test_mixed_precision(policy, atol):
         rtol=1e-6)
     # Penalty, targets, multipliers, codebooks: float32.
     assert model.lc_penalty().dtype == "float32"
-    for v in model._lc.weights:
+    for v in model.lc_state.weights:
         assert v.dtype in ("float32", "int32"), v.path
-    assert {v.dtype for v in model._lc.lambdas + model._lc.targets} == {
+    assert {v.dtype for v in [v for k in model.lc_state.kernels for v in (k.multipliers, k.target)]} == {
         "float32"}
     for kernel in model.compressed_variables().values():
         assert kernel.dtype == "float32"  # the variables stay float32

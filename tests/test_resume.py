@@ -53,7 +53,7 @@ def full_state(model):
 def uninterrupted():
     model = make_model()
     fit(model, [])
-    assert model._lc.epoch.numpy() == 6 and model.c_steps == 4
+    assert model.lc_state.schedule_epoch == 6 and model.c_steps == 4
     return full_state(model)
 
 

@@ -322,14 +322,13 @@ class _STE(lc.LCModel):
     def __init__(self, net, compression):
         super().__init__(net, compression=compression, name="ste",
                          penalty="quadratic")
-        state = self._lc
         self.ste_codebooks = [
-            tf.Variable(tf.zeros_like(c.value), trainable=False)
-            for c in state.codebooks]
+            tf.Variable(tf.zeros_like(g.codebook.value), trainable=False)
+            for g in self.lc_state.group_states]
 
     def refresh_codebooks(self):
-        for var, codebook in zip(self.ste_codebooks, self._lc.codebooks):
-            var.assign(codebook.value)
+        for var, g in zip(self.ste_codebooks, self.lc_state.group_states):
+            var.assign(g.codebook.value)
 
     def _snapped(self, w, g, quantization):
         v = tf.reshape(tf.cast(w, tf.float32), [1, -1])
@@ -342,7 +341,7 @@ class _STE(lc.LCModel):
 
     def mapping(self):
         mapping = []
-        for g, group in enumerate(self._lc.groups):
+        for g, group in enumerate(self.lc_state.groups):
             for ref in group.kernels:
                 w = ref.variable.value
                 q = tf.cast(self._snapped(w, g, group.quantization), w.dtype)
@@ -391,7 +390,7 @@ class _Clustered(keras.Model):
     def __init__(self, lc_model):
         super().__init__(name="clustered")
         self.lc_model = lc_model
-        self.refs = [r for g in lc_model.lc_groups for r in g.kernels]
+        self.refs = [k.ref for k in lc_model.lc_state.kernels]
         state = lc_model.compression_state()
         self.centroids = [
             keras.Variable(state[r.path].codebook[0], name=f"centroids_{i}")
