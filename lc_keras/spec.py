@@ -251,9 +251,10 @@ def _key_str(key):
 def _matches(key, ref):
     if isinstance(key, type):
         return isinstance(ref.layer, key)
+    names = [n for n in ref.names() if n is not None]
     if _key_kind(key) == 1:
-        return any(fnmatch.fnmatchcase(n, key) for n in ref.names())
-    return key in ref.names()
+        return any(fnmatch.fnmatchcase(n, key) for n in names)
+    return key in names
 
 
 def _validate_value(key, value):
@@ -359,7 +360,8 @@ def _no_match(model, refs, key):
     named = [
         layer for layer, _ in walk_layers(model)
         if isinstance(key, str)
-        and any(fnmatch.fnmatchcase(n, key) for n in (layer.name, layer.path))
+        and any(fnmatch.fnmatchcase(n, key)
+                for n in (layer.name, layer.path) if n is not None)
     ]
     if named:
         return ValueError(

@@ -158,3 +158,27 @@ def test_exact_method_on_a_large_layer_is_refused_by_name():
         lc.LCModel(net, compression=spec)
     # A small layer is fine with the exact method.
     lc.LCModel(net, compression={"big": None, "small": spec["small"]})
+
+
+def test_a_key_matching_nothing_in_a_functional_model_is_a_value_error():
+    """The InputLayer of a Functional model has no path: the error is the
+    documented ValueError, not a TypeError from fnmatch."""
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2, name="head")(inputs)
+    net = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="key 'nothing\\*' matches no layer"):
+        spec_lib.resolve_spec(net, {"nothing*": lc.AdaptiveQuantization(2)})
+    with pytest.raises(ValueError, match="key 'nothing' matches no layer"):
+        spec_lib.resolve_spec(net, {"nothing": lc.AdaptiveQuantization(2)})
+
+
+def test_walk_layers_yields_nested_paths_once():
+    inner = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, name="d")], name="inner")
+    inputs = keras.Input((4,))
+    net = keras.Model(inputs, [inner(inputs), inner(inputs)], name="outer")
+    paths = [path for _, path in spec_lib.walk_layers(net)]
+    assert paths[-2:] == ["inner", "inner/d"]
+    assert len(paths) == len(set(paths))
+    assert [p for _, p in spec_lib.walk_layers(net, skip=(inner,))] == \
+        paths[:-2]
