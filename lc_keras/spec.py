@@ -72,7 +72,12 @@ class KernelRef:
             layer has no output channels (Embedding, EinsumDense).
         layer_type: The Keras layer class the layer is an instance of, of
             those `compressible_kernels` knows (e.g. `"Dense"` for a
-            subclass of Dense): what decides how the kernel is laid out.
+            subclass of Dense): what decides how the kernel is laid out; for
+            other layers, the layer's own class name.
+        ancestors: The layers (not models) that enclose `layer`, outermost
+            first: e.g. the MultiHeadAttention of a query projection, or
+            the LSTM of an LSTM cell. A spec key naming one of them, or of
+            their class, matches the kernel.
     """
 
     layer: keras.layers.Layer
@@ -81,6 +86,7 @@ class KernelRef:
     variable: keras.Variable
     channel_axes: tuple = None
     layer_type: str = ""
+    ancestors: tuple = ()
 
     @property
     def path(self):
@@ -106,6 +112,15 @@ class KernelRef:
         for axis in self.channel_axes or ():
             n *= int(self.variable.shape[axis])
         return n
+
+    def ancestor_names(self):
+        """The names and paths of the enclosing layers (`ancestors`)."""
+        parts = self.layer_path.split("/")
+        n = len(self.ancestors)
+        found = []
+        for i, layer in enumerate(self.ancestors):
+            found += [layer.name, "/".join(parts[:len(parts) - (n - i)])]
+        return found
 
     def names(self):
         """The strings a spec key is matched against."""
@@ -185,12 +200,154 @@ def walk_layers(model, skip=()):
                          for sub in reversed(layer.layers))
 
 
+def _sublayers(layer):
+    """The layers a (non-Model) layer holds in its attributes, in order.
+
+    Keras tracks the layers a layer assigns to its attributes (directly or in
+    a list, tuple or dict); these are the same ones: the projections of a
+    MultiHeadAttention, the cell of an RNN, the two directions of a
+    Bidirectional, the layers a custom layer builds.
+    """
+    found = []
+    for value in vars(layer).values():
+        if isinstance(value, dict):
+            value = list(value.values())
+        items = value if isinstance(value, (list, tuple)) else [value]
+        found.extend(v for v in items if isinstance(v, keras.layers.Layer))
+    return found
+
+
+def _owned(layer, path, seen):
+    """`(owner, owner path, enclosing layers)` of `layer` and of every layer
+    below it that is not walked by `walk_layers` (i.e. inside a layer that is
+    not a model), depth-first."""
+    stack = [(layer, path, ())]
+    while stack:
+        owner, owner_path, ancestors = stack.pop()
+        if id(owner) in seen:
+            continue
+        seen.add(id(owner))
+        yield owner, owner_path, ancestors
+        if not _is_model_like(owner):
+            subs = _sublayers(owner)
+        elif ancestors:  # a model inside a layer: `walk_layers` misses it
+            subs = owner.layers
+        else:
+            continue  # its layers are walked by `walk_layers`
+        stack.extend(
+            (sub, f"{owner_path}/{sub.name}", ancestors + (owner,))
+            for sub in reversed(subs))
+
+
+def owned_layers(model, skip=()):
+    """Every layer of a model, also those inside layers, with its path.
+
+    `walk_layers` goes down nested models; this also goes inside layers
+    that are not models (the projections of a MultiHeadAttention, the cell
+    of an RNN, the two directions of a Bidirectional, what a custom layer
+    builds — the layers Keras tracks in their attributes).
+
+    Args:
+        model: A `keras.Model`.
+        skip: Layers to leave out, with everything below them.
+
+    Yields:
+        `(layer, path, ancestors)`: `ancestors` are the layers (not models)
+        that enclose `layer`, outermost first.
+
+    Example:
+
+    >>> import keras
+    >>> rnn = keras.Sequential([keras.Input((5, 4)), keras.layers.GRU(3)])
+    >>> [(path, [a.name for a in up]) for _, path, up in owned_layers(rnn)]
+    [('gru', []), ('gru/gru_cell', ['gru'])]
+    """
+    seen = {id(layer) for layer in skip}
+    for layer, path in walk_layers(model, skip=skip):
+        yield from _owned(layer, path, seen)
+
+
+def own_weights(owner):
+    """The variables of a layer that none of the layers inside it holds.
+
+    Example:
+
+    >>> import keras
+    >>> rnn = keras.layers.LSTM(2)
+    >>> rnn.build((None, 3, 4))
+    >>> own_weights(rnn), [v.name for v in own_weights(rnn.cell)]
+    ([], ['kernel', 'recurrent_kernel', 'bias'])
+    """
+    below = {id(v) for sub in _sublayers(owner) for v in sub.weights}
+    return [v for v in owner.weights if id(v) not in below]
+
+
+def _is_weight_matrix(variable):
+    """A trainable float variable of rank >= 2 that is not a bias."""
+    return (variable.trainable and len(variable.shape) >= 2
+            and "float" in str(variable.dtype)
+            and not variable.name.endswith("bias"))
+
+
+def _known_kernels(layer):
+    """`(attribute, variable, channel axes, layer type)` of a layer of a
+    known class (`_compressible_types`), or None for other layers."""
+    for cls, attributes, axes in _compressible_types():
+        if not isinstance(layer, cls):
+            continue
+        found = []
+        for attribute in attributes:
+            variable = getattr(layer, attribute, None)
+            if variable is None:
+                continue
+            if not isinstance(variable, keras.Variable):
+                raise ValueError(
+                    f"Layer '{layer.name}' has a `{attribute}` that is not "
+                    "a plain variable (LoRA or Keras quantization is "
+                    "enabled on it), which LC cannot compress. Received: "
+                    f"{type(variable).__name__}"
+                )
+            fn = axes.get(attribute) if isinstance(axes, dict) else axes
+            channel_axes = fn(len(variable.shape)) if fn is not None else None
+            found.append((attribute, variable, channel_axes, cls.__name__))
+        return found
+    return None
+
+
+def _kernels_of(owner):
+    """`(attribute, variable, channel axes, layer type)` of one layer."""
+    known = _known_kernels(owner)
+    if known is not None:
+        return known
+    found = []
+    for variable in own_weights(owner):
+        if _is_weight_matrix(variable):
+            # (in, out) matrices, as Dense and RNN cells keep them.
+            axes = (1,) if len(variable.shape) == 2 else None
+            found.append((variable.name, variable, axes,
+                          type(owner).__name__))
+    return found
+
+
 def compressible_kernels(model):
     """Lists the compressible kernels of a built model, in layer order.
 
-    Compressible are the kernels of Dense, EinsumDense, Conv1D/2D/3D,
-    Conv*Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D (depthwise and
-    pointwise) and the matrices of Embedding layers. Nested models are walked.
+    A kernel is recognised in one of two ways:
+
+    - by its layer's class: the kernels of Dense, EinsumDense, Conv1D/2D/3D,
+      Conv*Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D (depthwise and
+      pointwise) and the matrices of Embedding layers (also when the layer
+      is frozen, `trainable=False`);
+    - as a variable, in any other layer: every trainable float variable of
+      rank >= 2 whose name does not end in "bias" — the `kernel` and
+      `recurrent_kernel` of LSTM/GRU/SimpleRNN cells (also inside
+      Bidirectional, TimeDistributed or stacked cells), the weight matrices
+      a custom layer makes with `add_weight`.
+
+    Layers inside layers are walked (the projections of MultiHeadAttention,
+    the cells of RNNs, the layers a custom layer builds), and so are nested
+    models. Biases, normalisation parameters and scalars stay float. Leave
+    a kernel float with `None` in the spec (`{"block/att/*": None}`).
 
     Args:
         model: A built `keras.Model`.
@@ -204,39 +361,24 @@ def compressible_kernels(model):
     >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> [k.attribute for k in compressible_kernels(net)]
     ['kernel']
+    >>> rnn = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(3)])
+    >>> [k.path for k in compressible_kernels(rnn)]
+    ['lstm/lstm_cell/kernel', 'lstm/lstm_cell/recurrent_kernel']
     """
     refs = []
     seen = set()
-    for layer, layer_path in walk_layers(model):
-        for cls, attributes, axes in _compressible_types():
-            if not isinstance(layer, cls):
+    for owner, path, ancestors in owned_layers(model):
+        for attribute, variable, axes, kind in _kernels_of(owner):
+            if id(variable) in seen:
                 continue
-            for attribute in attributes:
-                variable = getattr(layer, attribute, None)
-                if variable is None:
-                    continue
-                if not isinstance(variable, keras.Variable):
-                    raise ValueError(
-                        f"Layer '{layer.name}' has a `{attribute}` that is not "
-                        "a plain variable (LoRA or Keras quantization is "
-                        "enabled on it), which LC cannot compress. Received: "
-                        f"{type(variable).__name__}"
-                    )
-                if id(variable) in seen:
-                    continue
-                seen.add(id(variable))
-                fn = axes.get(attribute) if isinstance(axes, dict) else axes
-                channel_axes = (
-                    fn(len(variable.shape)) if fn is not None else None
-                )
-                refs.append(KernelRef(layer, layer_path, attribute, variable,
-                                      channel_axes, cls.__name__))
-            break
+            seen.add(id(variable))
+            refs.append(KernelRef(owner, path, attribute, variable, axes,
+                                  kind, ancestors))
     return refs
 
 
 def _key_kind(key):
-    """Specificity rank: 0 exact name, 1 glob, 2 class."""
+    """Specificity rank of a key's form: 0 exact name, 1 glob, 2 class."""
     if isinstance(key, type):
         return 2
     if any(c in key for c in "*?["):
@@ -248,13 +390,25 @@ def _key_str(key):
     return key.__name__ if isinstance(key, type) else repr(key)
 
 
-def _matches(key, ref):
+def _match_rank(key, ref):
+    """The specificity with which `key` matches kernel `ref`, or None.
+
+    0: the exact name of the kernel or its layer; 1: a glob over those, or
+    the exact name of an enclosing layer (`ref.ancestors`); 2: the class of
+    the layer or of an enclosing one.
+    """
     if isinstance(key, type):
-        return isinstance(ref.layer, key)
+        hit = any(isinstance(layer, key)
+                  for layer in (ref.layer,) + tuple(ref.ancestors))
+        return 2 if hit else None
     names = [n for n in ref.names() if n is not None]
+    outer = ref.ancestor_names()
     if _key_kind(key) == 1:
-        return any(fnmatch.fnmatchcase(n, key) for n in names)
-    return key in names
+        hit = any(fnmatch.fnmatchcase(n, key) for n in names + outer)
+        return 1 if hit else None
+    if key in names:
+        return 0
+    return 1 if key in outer else None
 
 
 def _validate_value(key, value):
@@ -381,11 +535,11 @@ def _choose(model, refs, entries):
     kernel that an entry matches."""
     chosen = {}
     for key, value in entries:
-        hits = [r for r in refs if _matches(key, r)]
+        hits = [(r, _match_rank(key, r)) for r in refs]
+        hits = [(r, rank) for r, rank in hits if rank is not None]
         if not hits:
             raise _no_match(model, refs, key)
-        rank = _key_kind(key)
-        for ref in hits:
+        for ref, rank in hits:
             previous = chosen.get(ref.path)
             if previous is None or rank < previous[0]:
                 chosen[ref.path] = (rank, key, value)

@@ -286,9 +286,9 @@ def _float_weights(model):
     lc_state = {id(v) for v in model.lc_state.weights}
     root = model.net if model.net is not None else model
     owner = {}
-    for layer, path in spec_lib.walk_layers(root, skip=(model.lc_state,)):
-        for v in layer.weights:
-            owner[id(v)] = (layer.name, f"{path}/{v.name}")  # innermost wins
+    for layer, path, _ in spec_lib.owned_layers(root, skip=(model.lc_state,)):
+        for v in spec_lib.own_weights(layer):
+            owner.setdefault(id(v), (layer.name, f"{path}/{v.name}"))
     profiles = []
     for v in model.weights:
         if id(v) in compressed or id(v) in lc_state:
