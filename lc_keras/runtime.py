@@ -82,9 +82,11 @@ def expand_tflite(path_or_bytes):
 
     Example:
 
-    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
-    >>> net = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
-    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(4))
+    >>> import os, tempfile
+    >>> from keras import Input, Sequential, layers
+    >>> import lc_keras as lc
+    >>> model = lc.LCModel(Sequential([Input((64,)), layers.Dense(32)]),
+    ...                    compression=lc.AdaptiveQuantization(4))
     >>> _ = model.direct_compression()
     >>> path = os.path.join(tempfile.mkdtemp(), "net.tflite")
     >>> info = lc.export_tflite(model, path)
@@ -289,13 +291,15 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
 
     Example:
 
-    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
-    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> import os, tempfile, numpy as np
+    >>> from keras import Input, Sequential, layers
+    >>> import lc_keras as lc
+    >>> net = Sequential([Input((8,)), layers.Dense(4)])
     >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
     >>> _ = model.direct_compression()
-    >>> path = os.path.join(tempfile.mkdtemp(), "net.tflite")
-    >>> _ = lc.export_tflite(model, path)
-    >>> interpreter = lc.load_interpreter(path)
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = lc.export_tflite(model, os.path.join(folder, "net.tflite"))
+    >>> interpreter = lc.load_interpreter(os.path.join(folder, "net.tflite"))
     >>> interpreter.allocate_tensors()
     >>> x = np.ones((1, 8), np.float32)
     >>> interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)

@@ -858,14 +858,12 @@ def verify_export(data, plans):
 
     Example:
 
-    >>> import numpy as np
     >>> from ai_edge_litert import schema_py_generated as schema
-    >>> from lc_keras.packing import plan_kernel
-    >>> from lc_keras.quantized import QuantizedKernel
-    >>> plan = plan_kernel("k", QuantizedKernel(
-    ...     "k", "d", "kernel", "x", np.array([-1.0, 1.0], np.float32),
-    ...     np.array([[0, 1]])))
-    >>> verify_export(pack_model(schema.ModelT(version=3), [b""]), [plan])
+    >>> from lc_keras import packing, quantized
+    >>> q = quantized.QuantizedKernel("k", "d", "kernel", "x", [-1.0, 1.0],
+    ...                               [[0, 1]])
+    >>> empty = pack_model(schema.ModelT(version=3), [b""])
+    >>> verify_export(empty, [packing.plan_kernel("k", q)])
     Traceback (most recent call last):
     ...
     ValueError: The TFLite file does not store layer 'd' (kernel 'k', 2 weights, k=2) as 1 packed int32 words (4 bytes): the converter folded its decoding back into a float kernel or changed the words.
