@@ -9,6 +9,8 @@ from lc_keras import checks
 from lc_keras.callbacks import LCCallback
 from lc_keras import datasets
 from lc_keras import files
+from lc_keras import packing
+from lc_keras import tflite_file
 from lc_keras.codebooks import AdaptiveQuantization
 from lc_keras.codebooks import BinaryQuantization
 from lc_keras.codebooks import FixedCodebook
@@ -17,15 +19,14 @@ from lc_keras.codebooks import Quantization
 from lc_keras.codebooks import ScaledBinaryQuantization
 from lc_keras.codebooks import ScaledTernaryQuantization
 from lc_keras.codebooks import TernaryQuantization
+from lc_keras.export import TFLiteExport
 from lc_keras.export import export_quantized
 from lc_keras.export import export_tflite
-from lc_keras.export import inspect_tflite
-from lc_keras.export import pack_indices
-from lc_keras.export import unpack_indices
 from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.model import LCModel
 from lc_keras.model import load_model
+from lc_keras.packing import ExportedKernel
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.runtime import expand_tflite
 from lc_keras.runtime import load_interpreter
@@ -40,5 +41,9 @@ from lc_keras.summary import ModelProfile
 from lc_keras.summary import compression_ratio
 from lc_keras.summary import profile
 from lc_keras.summary import summary
+from lc_keras.tflite_file import PackedKernelInfo
+from lc_keras.tflite_file import TFLiteSummary
+from lc_keras.tflite_file import TensorInfo
+from lc_keras.tflite_file import inspect_tflite
 
 __version__ = "0.1.0"

@@ -1,10 +1,11 @@
 """TFLite export that stores integer indices plus a codebook.
 
 Every compressed kernel is written as its codebook indices, `ceil(log2 K)`
-bits each, packed into int32 words (index `i` at bits `[i*b, (i+1)*b)` of the
-little-endian word stream), next to its float32 codebook. The graph decodes
-the words with builtin TFLite ops only, so the file runs on the stock LiteRT
-interpreter and is small on disk as written, with no gzip:
+bits each, packed into int32 words (`lc_keras.packing`: bit order, TFLite
+kernel layout, per-channel offsets), next to its float32 codebook. The graph
+built here decodes the words with builtin TFLite ops only, so the file runs
+on the stock LiteRT interpreter and is small on disk as written, with no
+gzip:
 
 * b in {1, 2, 4, 8}: `BITCAST` the words to bytes, then one `GATHER` of a
   256-row table (each byte value's 8/b codebook values, built at run time
@@ -20,17 +21,14 @@ Two layouts:
 * `"cached"` decodes them once, on the first invoke, into float resource
   variables (a `CALL_ONCE` initializer sets a flag to 0, an `IF` decodes and
   `ASSIGN_VARIABLE`s the kernels while it is 0); later invokes only
-  `READ_VARIABLE` them. The file is ~2.5 KB larger (the extra subgraphs);
-  resident memory holds the float kernels (twice, with the read copies).
+  `READ_VARIABLE` them. The file is larger by the extra subgraphs; resident
+  memory holds the float kernels (twice, with the read copies).
 
-Speed, measured with LiteRT 2.3 (see `tools/benchmark_export.py`): the
-interpreter's XNNPACK delegate only takes convolutions whose filter is a
-constant, and copies no resource variable in place, so a network whose
-kernels are decoded at run time runs at the speed of the builtin kernels:
-about the float model without delegates for conv nets, and 4-5x the
-XNNPACK float time for a weight-bound MLP in the cached layout.
-`lc_keras.load_interpreter` (`lc_keras.runtime`) expands the kernels to
-float constants at load time instead, and runs at the float model's speed.
+The interpreter's XNNPACK delegate only takes convolutions whose filter is a
+constant, so kernels decoded at run time run on the builtin kernels (see
+BENCHMARKS.md for the speeds). `lc_keras.load_interpreter`
+(`lc_keras.runtime`) expands the kernels to float constants at load time
+instead, and runs at the float model's speed.
 
 How the decoding survives conversion. The TFLite converter constant-folds
 any chain of ops whose inputs are all constants back into a float kernel
@@ -42,31 +40,27 @@ decoding) in the cached layout. Adding it to the words costs one `ADD` per
 kernel and makes every op downstream a runtime op, while the words stay
 constants in the file.
 
-The indices are stored in TFLite's own kernel layout (`FULLY_CONNECTED`
-`[out, in]`, `CONV_2D` OHWI, also for Conv1D, `TRANSPOSE_CONV`
-`[out, H, W, in]`; `DEPTHWISE_CONV_2D` and Embedding keep the Keras layout),
-then transposed to the Keras layout in the TensorFlow graph; the converter
-cancels that transpose against its own, so no runtime `TRANSPOSE` remains.
+The indices are stored in TFLite's own kernel layout
+(`lc_keras.packing.tflite_layout`), then transposed to the Keras layout in
+the TensorFlow graph; the converter cancels that transpose against its own,
+so no runtime `TRANSPOSE` remains.
 
-After conversion the file itself is checked (every op a builtin, every
-compressed kernel present as its exact packed int32 words, no float copy of
-a kernel) and only then written, atomically, with a checksum: a metadata
-entry `lc_keras_checksums` holds the CRC32 of the whole file and of each
-kernel's packed words and codebook, which `inspect_tflite`, `expand_tflite`
-and `load_interpreter` verify before reading anything else, naming the
-kernel whose bytes changed.
+After conversion the file itself is checked
+(`lc_keras.tflite_file.verify_export`: every op a builtin, every compressed
+kernel present as its exact packed int32 words, no float copy of a kernel)
+and only then written, atomically (`lc_keras.files`), with a checksum: a
+metadata entry `lc_keras_checksums` holds the CRC32 of the whole file and of
+each kernel's packed words and codebook, which `inspect_tflite`,
+`expand_tflite` and `load_interpreter` verify before reading anything else,
+naming the kernel whose bytes changed.
 """
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import re
-import struct
-import zlib
 
-import flatbuffers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -74,171 +68,13 @@ from absl import logging
 
 from lc_keras import files
 from lc_keras import spec as spec_lib
+from lc_keras.packing import plan_kernel
 from lc_keras.quantized import QuantizedKernel
-from lc_keras.quantized import bits_for
-
-# Name of the int32 zero that blocks constant folding of the decoding.
-RUNTIME_ZERO_NAME = "lc_runtime_zero"
+from lc_keras.tflite_file import RUNTIME_ZERO_NAME
+from lc_keras.tflite_file import add_checksums
+from lc_keras.tflite_file import verify_export
 
 LAYOUTS = ("packed", "cached")
-
-# Largest supported codebook: 16-bit indices keep every mask in int32.
-MAX_CODEBOOK_SIZE = 1 << 16
-
-# ---------------------------------------------------------------------------
-# Packing (NumPy reference, also used to check the file)
-# ---------------------------------------------------------------------------
-
-
-def packed_words(count, bits):
-    """Number of int32 words that hold `count` indices of `bits` bits.
-
-    Args:
-        count: Number of indices.
-        bits: Bits per index.
-
-    Returns:
-        `ceil(count * bits / 32)`.
-
-    Example:
-
-    >>> packed_words(266200 // 2, 1), packed_words(10, 3)
-    (4160, 1)
-    """
-    return -(-int(count) * int(bits) // 32)
-
-
-def pack_indices(indices, bits):
-    """Packs integer indices into int32 words, `bits` bits each.
-
-    Index `i` occupies bits `[i*bits, (i+1)*bits)` of the little-endian bit
-    stream formed by the words (bit `j` of the stream is bit `j % 32` of word
-    `j // 32`); an index may straddle two words when `bits` does not divide
-    32. Unused high bits of the last word are zero.
-
-    Args:
-        indices: Integer array-like (flattened in C order), values in
-            `[0, 2**bits)`.
-        bits: Bits per index, 1 to 16.
-
-    Returns:
-        An int32 array of `ceil(indices.size * bits / 32)` words.
-
-    Raises:
-        ValueError: if `bits` is out of range or an index does not fit.
-
-    Example:
-
-    >>> pack_indices([1, 0, 1, 1], 1).tolist()
-    [13]
-    >>> unpack_indices(pack_indices([5, 2, 7, 0, 3], 3), 3, 5).tolist()
-    [5, 2, 7, 0, 3]
-    """
-    bits = int(bits)
-    if not 1 <= bits <= 16:
-        raise ValueError(
-            f"pack_indices supports 1 to 16 bits per index. Received: "
-            f"bits={bits}")
-    values = np.asarray(indices).reshape(-1).astype(np.int64)
-    if values.size and (values.min() < 0 or values.max() >= (1 << bits)):
-        raise ValueError(
-            f"pack_indices got indices in [{values.min()}, {values.max()}], "
-            f"which do not fit in bits={bits}.")
-    n_words = packed_words(values.size, bits)
-    if values.size == 0:
-        return np.zeros(0, np.int32)
-    start = np.arange(values.size, dtype=np.int64) * bits
-    word = start // 32
-    shifted = values << (start % 32)  # < 2**47: exact in float64 below
-    # Fields are disjoint, so summing them is OR-ing them.
-    low = np.bincount(word, weights=(shifted & 0xFFFFFFFF).astype(np.float64),
-                      minlength=n_words + 1)
-    high = np.bincount(word + 1, weights=(shifted >> 32).astype(np.float64),
-                       minlength=n_words + 2)
-    total = (low[:n_words + 1] + high[:n_words + 1]).astype(np.uint64)
-    if total[n_words]:
-        raise AssertionError("pack_indices overflowed its last word.")
-    return total[:n_words].astype(np.uint32).view(np.int32)
-
-
-def unpack_indices(words, bits, count):
-    """Inverse of `pack_indices`.
-
-    Args:
-        words: int32 array-like of packed words.
-        bits: Bits per index, 1 to 16.
-        count: Number of indices to read.
-
-    Returns:
-        An int32 array of `count` indices.
-
-    Example:
-
-    >>> unpack_indices([13], 1, 4).tolist()
-    [1, 0, 1, 1]
-    """
-    bits, count = int(bits), int(count)
-    words = np.asarray(words, dtype=np.int32).reshape(-1).view(np.uint32)
-    stream = np.concatenate([words, np.zeros(1, np.uint32)]).astype(np.uint64)
-    start = np.arange(count, dtype=np.int64) * bits
-    word = start // 32
-    both = stream[word] | (stream[np.minimum(word + 1, stream.size - 1)] << 32)
-    out = (both >> (start % 32).astype(np.uint64)) & ((1 << bits) - 1)
-    return out.astype(np.int32)
-
-
-# ---------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportedKernel:
-    """How one compressed kernel is stored in an exported `.tflite` file.
-
-    Attributes:
-        name: Key of the kernel in the compression state.
-        layer_name: Name of the layer that owns it.
-        shape: Kernel shape in Keras layout.
-        tflite_shape: Shape of the stored indices (TFLite kernel layout).
-        k: Codebook entries per row.
-        groups: Codebook rows (1, or the number of output channels).
-        bits: Bits per stored index, `ceil(log2 k)`.
-        words: Number of int32 words of packed indices.
-        group: Codebook group; kernels of one group share one codebook.
-
-    Example:
-
-    >>> e = ExportedKernel("d/kernel", "d", (784, 300), (300, 784), 2, 1, 1,
-    ...                    7350, "d/kernel")
-    >>> e.index_bytes, e.codebook_bytes, e.size
-    (29400, 8, 235200)
-    """
-
-    name: str
-    layer_name: str
-    shape: tuple
-    tflite_shape: tuple
-    k: int
-    groups: int
-    bits: int
-    words: int
-    group: str
-
-    @property
-    def size(self):
-        """Number of weights."""
-        return int(np.prod(self.shape))
-
-    @property
-    def index_bytes(self):
-        """Bytes of packed indices: `ceil(size * bits / 32) * 4`."""
-        return self.words * 4
-
-    @property
-    def codebook_bytes(self):
-        """Bytes of the float32 codebook (once per group)."""
-        return self.groups * self.k * 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +85,8 @@ class TFLiteExport:
         path: The `.tflite` file.
         layout: `"packed"` or `"cached"`.
         size_bytes: File size.
-        kernels: One `ExportedKernel` per compressed kernel, in state order.
+        kernels: One `lc_keras.packing.ExportedKernel` per compressed
+            kernel, in state order.
 
     Example:
 
@@ -274,100 +111,11 @@ class TFLiteExport:
 
 
 # ---------------------------------------------------------------------------
-# Kernel layouts
+# Kernels
 # ---------------------------------------------------------------------------
 
 
-def _tflite_layout(layer, attribute, ndim):
-    """How TFLite stores a kernel: `(one_d, perm)`.
-
-    `one_d` says the TensorFlow graph adds a unit axis in front of the Keras
-    kernel (1-D convolutions run as 2-D ones); `perm` then maps that kernel
-    to TFLite's layout (`FULLY_CONNECTED` `[out, in]`, `CONV_2D` OHWI,
-    `TRANSPOSE_CONV` `[out, H, W, in]`, `DEPTHWISE_CONV_2D` unchanged).
-
-    This is only a performance choice: the graph transposes back, so any
-    layout gives the same numbers, but this one lets the converter cancel
-    the transposes, so none runs at inference time.
-    """
-    L = keras.layers
-    identity = tuple(range(ndim))
-    if layer is None:
-        return False, identity
-    if isinstance(layer, L.Conv1DTranspose):
-        return True, (2, 0, 1, 3)
-    if isinstance(layer, (L.Conv2DTranspose, L.Conv3DTranspose)):
-        # Keras (*spatial, out, in) -> (out, *spatial, in).
-        return False, (ndim - 2,) + tuple(range(ndim - 2)) + (ndim - 1,)
-    if isinstance(layer, L.SeparableConv1D):
-        if attribute == "pointwise_kernel":
-            return True, (3, 0, 1, 2)
-        return False, identity
-    if isinstance(layer, L.SeparableConv2D):
-        if attribute == "pointwise_kernel":
-            return False, (3, 0, 1, 2)
-        return False, identity
-    if isinstance(layer, L.Conv1D):
-        return True, (3, 0, 1, 2)
-    if isinstance(layer, (L.Dense, L.Conv2D)):
-        # Dense (in, out) -> (out, in); Conv2D HWIO -> OHWI.
-        return False, (ndim - 1,) + tuple(range(ndim - 1))
-    # DepthwiseConv*, Embedding, Conv3D (TFLite CONV_3D keeps DHWIO), others.
-    return False, identity
-
-
-def _layers_by_variable(model):
-    """Maps `id(variable)` to `(layer, attribute)` over nested layers."""
-    found = {}
-    seen = set()
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        for attribute in ("kernel", "depthwise_kernel", "pointwise_kernel",
-                          "embeddings"):
-            try:
-                value = getattr(layer, attribute, None)
-            except Exception:  # pylint: disable=broad-except
-                value = None
-            if isinstance(value, keras.Variable):
-                found.setdefault(id(value), (layer, attribute))
-        sublayers = getattr(layer, "layers", None)
-        if isinstance(sublayers, (list, tuple)):
-            stack.extend(sublayers)
-    return found
-
-
-@dataclasses.dataclass
-class _Plan:
-    """Everything needed to store and decode one kernel."""
-
-    key: str
-    q: QuantizedKernel
-    variable: object
-    one_d: bool
-    perm: tuple
-    tflite_shape: tuple
-    bits: int
-    words: np.ndarray
-    offsets: np.ndarray  # per-channel row offsets (broadcast shape) or None
-    codebook_key: tuple
-
-    def to_tflite(self, array):
-        """A Keras-layout array in TFLite layout."""
-        shape = ((1,) if self.one_d else ()) + self.q.shape
-        return np.transpose(np.reshape(array, shape), self.perm)
-
-    def exported(self):
-        return ExportedKernel(
-            name=self.key, layer_name=self.q.layer_name, shape=self.q.shape,
-            tflite_shape=self.tflite_shape, k=self.q.k, groups=self.q.groups,
-            bits=self.bits, words=int(self.words.size), group=self.q.group)
-
-
-def _plan(keras_model, variables, state):
+def _check_state(variables, state):
     if not isinstance(state, dict) or not state:
         raise ValueError(
             "export_tflite needs the compression state of at least one "
@@ -388,9 +136,13 @@ def _plan(keras_model, variables, state):
         raise ValueError(
             f"export_tflite has no compression state (codebook and indices) "
             f"for the kernels {unquantized}: run a C step first.")
-    owners = _layers_by_variable(keras_model)
+
+
+def _plan(keras_model, variables, state):
+    """`(plan, variable)` of every kernel, checked against the model."""
+    _check_state(variables, state)
     model_variables = {id(v) for v in keras_model.variables}
-    plans = []
+    kernels = []
     for key, q in state.items():
         if not isinstance(q, QuantizedKernel):
             raise TypeError(
@@ -406,39 +158,8 @@ def _plan(keras_model, variables, state):
             raise ValueError(
                 f"The indices of {where} have shape {q.shape} but the "
                 f"variable has shape {tuple(variable.shape)}.")
-        if q.k > MAX_CODEBOOK_SIZE:
-            raise ValueError(
-                f"The codebook of {where} has k={q.k} entries; export_tflite "
-                f"supports at most {MAX_CODEBOOK_SIZE}.")
-        if q.size and (q.indices.min() < 0 or q.indices.max() >= q.k):
-            raise ValueError(
-                f"The indices of {where} are outside [0, {q.k}): found "
-                f"[{q.indices.min()}, {q.indices.max()}].")
-        if not np.all(np.isfinite(q.codebook)):
-            raise ValueError(f"The codebook of {where} is not finite.")
-        layer, attribute = owners.get(id(variable), (None, q.attribute))
-        one_d, perm = _tflite_layout(layer, attribute, len(q.shape))
-        shape = ((1,) if one_d else ()) + q.shape
-        bits = bits_for(q.k)
-        words = pack_indices(np.transpose(q.indices.reshape(shape), perm),
-                             bits)
-        offsets = None
-        if q.groups > 1:
-            reduced = [q.shape[a] if a in q.channel_axes else 1
-                       for a in range(len(q.shape))]
-            grids = np.indices(reduced)
-            rows = np.zeros(reduced, np.int64)
-            for axis in q.channel_axes:
-                rows = rows * q.shape[axis] + grids[axis]
-            offsets = np.transpose(
-                (rows * q.k).reshape(((1,) if one_d else ()) + tuple(reduced)),
-                perm).astype(np.int32)
-        plans.append(_Plan(
-            key=key, q=q, variable=variable, one_d=one_d, perm=perm,
-            tflite_shape=tuple(shape[a] for a in perm), bits=bits,
-            words=words, offsets=offsets,
-            codebook_key=(q.group, q.codebook.tobytes())))
-    return plans
+        kernels.append((plan_kernel(key, q), variable))
+    return kernels
 
 
 # ---------------------------------------------------------------------------
@@ -564,12 +285,12 @@ def _decode_kernel(plan, zero, codebooks):
     return _decode_by_shifts(plan, zero, codebooks)
 
 
-def _to_keras_layout(plan, value):
+def _to_keras_layout(plan, variable, value):
     if plan.perm != tuple(range(len(plan.perm))):
         value = tf.transpose(value, np.argsort(plan.perm).tolist())
     if plan.one_d:
         value = tf.reshape(value, plan.q.shape)
-    dtype = tf.as_dtype(plan.variable.dtype)
+    dtype = tf.as_dtype(variable.dtype)
     return value if dtype == tf.float32 else tf.cast(value, dtype)
 
 
@@ -596,7 +317,7 @@ class _KernelCache(keras.layers.Layer):
     Held as Keras weights on purpose: the TFLite converter gives them their
     static shape but stores no initial value for them (a `tf.Variable` would
     get its full zero value written into the file). The first invoke assigns
-    every cache before anything reads it. `_verify` checks that no float
+    every cache before anything reads it. `verify_export` checks that no float
     copy of a kernel ended up in the file.
     """
 
@@ -695,9 +416,10 @@ def _float32_compute(keras_model):
             layer.dtype_policy = policy
 
 
-def _trace(keras_model, plans, signature, cached):
+def _trace(keras_model, kernels, signature, cached):
+    plans = [plan for plan, _ in kernels]
     module = _ExportModule(plans, cached)
-    compressed = {id(p.variable) for p in plans}
+    compressed = {id(variable) for _, variable in kernels}
     frozen = [(v, tf.constant(keras.ops.convert_to_numpy(v.value)))
               for v in keras_model.variables if id(v) not in compressed]
 
@@ -707,7 +429,7 @@ def _trace(keras_model, plans, signature, cached):
         codebooks = {}
         if not cached:
             zero = _runtime_zero(flat)
-            kernels = [_decode_kernel(p, zero, codebooks) for p in plans]
+            decoded = [_decode_kernel(p, zero, codebooks) for p in plans]
         else:
             flag = module.decoded.read_value()
 
@@ -724,11 +446,11 @@ def _trace(keras_model, plans, signature, cached):
             done = tf.cond(tf.equal(flag, 0), decode_all,
                            lambda: tf.identity(flag))
             with tf.control_dependencies([done]):
-                kernels = [tf.convert_to_tensor(cache.value)
+                decoded = [tf.convert_to_tensor(cache.value)
                            for cache in caches]
         mapping = list(frozen) + [
-            (p.variable, _to_keras_layout(p, w))
-            for p, w in zip(plans, kernels)]
+            (variable, _to_keras_layout(plan, variable, w))
+            for (plan, variable), w in zip(kernels, decoded)]
         with keras.StatelessScope(state_mapping=mapping):
             return keras_model(inputs, training=False)
 
@@ -749,583 +471,6 @@ def _convert(module, concrete):
         raise RuntimeError(
             "TFLite conversion with builtin ops only failed. The model uses "
             f"an op that has no TFLite builtin: {error}") from error
-
-
-# ---------------------------------------------------------------------------
-# Reading .tflite files
-# ---------------------------------------------------------------------------
-
-
-def _schema():
-    # The flatbuffer schema ships with ai-edge-litert, a dependency.
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorInfo:
-    """One tensor of a `.tflite` file.
-
-    Attributes:
-        subgraph: Subgraph index.
-        index: Tensor index in the subgraph.
-        name: Tensor name.
-        dtype: Type name (`"FLOAT32"`, `"INT32"`, ...).
-        shape: Static shape (tuple; -1 for unknown where the file says so).
-        data_bytes: Bytes of constant data stored in the file (0 if none).
-
-    Example:
-
-    >>> TensorInfo(0, 3, "w", "INT32", (10,), 40).constant
-    True
-    """
-
-    subgraph: int
-    index: int
-    name: str
-    dtype: str
-    shape: tuple
-    data_bytes: int
-
-    @property
-    def constant(self):
-        """Whether the file stores data for this tensor."""
-        return self.data_bytes > 0
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedKernelInfo:
-    """A packed kernel found in a `.tflite` file by `inspect_tflite`.
-
-    Attributes:
-        subgraph: Subgraph that decodes it.
-        name: Name of the packed-indices tensor.
-        weights: Number of weights it decodes to.
-        words: Number of int32 words of packed indices.
-        codebook_entries: Entries of its (flattened) codebook tensor.
-
-    Example:
-
-    >>> PackedKernelInfo(0, "w", 1000, 32, 2).bits_per_weight
-    1.024
-    """
-
-    subgraph: int
-    name: str
-    weights: int
-    words: int
-    codebook_entries: int
-
-    @property
-    def index_bytes(self):
-        """Bytes of packed indices."""
-        return self.words * 4
-
-    @property
-    def codebook_bytes(self):
-        """Bytes of the float32 codebook."""
-        return self.codebook_entries * 4
-
-    @property
-    def bits_per_weight(self):
-        """Stored index bits per weight (codebook not included)."""
-        return 32.0 * self.words / max(self.weights, 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class TFLiteSummary:
-    """Ops, tensors and packed kernels of a `.tflite` file.
-
-    Attributes:
-        size_bytes: Size of the file.
-        ops: `(subgraph, op name)` pairs in execution order; custom ops
-            appear as `"CUSTOM:<code>"`.
-        tensors: `TensorInfo` of every tensor.
-        packed_kernels: `PackedKernelInfo` of every decoded kernel.
-
-    Example:
-
-    >>> s = TFLiteSummary(100, ((0, "ADD"),), (), ())
-    >>> s.custom_ops, s.constant_bytes
-    ([], 0)
-    """
-
-    size_bytes: int
-    ops: tuple
-    tensors: tuple
-    packed_kernels: tuple
-
-    @property
-    def custom_ops(self):
-        """Names of the non-builtin ops (should be empty)."""
-        return [name for _, name in self.ops if name.startswith("CUSTOM")]
-
-    @property
-    def constant_bytes(self):
-        """Bytes of constant tensor data (buffers shared once)."""
-        return sum(t.data_bytes for t in self.tensors)
-
-
-class _Model:
-    """Thin reader over the flatbuffer object API."""
-
-    def __init__(self, data):
-        schema = _schema()
-        self.schema = schema
-        raw = bytearray(data)
-        if len(raw) < 8 or bytes(raw[4:8]) != b"TFL3":
-            raise ValueError("Not a TFLite flatbuffer (no 'TFL3' identifier).")
-        try:
-            model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(raw, 0))
-        except Exception as error:  # flatbuffers raises struct.error & co.
-            raise ValueError(
-                f"Not a valid TFLite file ({len(raw)} bytes): truncated or "
-                f"corrupt flatbuffer ({type(error).__name__}: {error}).") \
-                from error
-        self.model = model
-        self.buffers = []
-        for buffer in model.buffers or []:
-            if getattr(buffer, "offset", 0):
-                start = int(buffer.offset)
-                chunk = bytes(raw[start:start + int(buffer.size)])
-            elif buffer.data is not None:
-                chunk = np.asarray(buffer.data, np.uint8).tobytes()
-            else:
-                chunk = b""
-            self.buffers.append(chunk)
-        self.op_names = {
-            v: k for k, v in vars(schema.BuiltinOperator).items()
-            if not k.startswith("_")}
-        self.type_names = {
-            v: k for k, v in vars(schema.TensorType).items()
-            if not k.startswith("_")}
-
-    def op_name(self, opcode_index):
-        code = self.model.operatorCodes[opcode_index]
-        builtin = max(int(code.builtinCode or 0),
-                      int(code.deprecatedBuiltinCode or 0))
-        if builtin == self.schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode
-            if isinstance(custom, bytes):
-                custom = custom.decode("utf-8", "replace")
-            return f"CUSTOM:{custom}"
-        return self.op_names.get(builtin, f"BUILTIN_{builtin}")
-
-    def data(self, tensor):
-        if tensor.buffer is None or tensor.buffer >= len(self.buffers):
-            return b""
-        return self.buffers[tensor.buffer]
-
-    @staticmethod
-    def name(tensor):
-        name = tensor.name
-        return name.decode("utf-8", "replace") if isinstance(
-            name, bytes) else str(name or "")
-
-
-_DECODE_OPS = frozenset((
-    "ADD", "BITCAST", "CAST", "FLOOR_MOD", "GATHER", "MINIMUM", "MUL",
-    "RANGE", "RESHAPE", "RIGHT_SHIFT", "SHAPE", "STRIDED_SLICE"))
-
-
-def _find_packed(reader):
-    """Finds the decoded kernels of a file written by `export_tflite`.
-
-    A kernel is a float GATHER whose positions are computed from an int32
-    constant of packed words (one that is shifted by RIGHT_SHIFT, gathered
-    from, or offset by ADD and then BITCAST to bytes) and whose params come
-    from a float constant (the codebook, directly or through a GATHER that
-    builds a per-byte table).
-    """
-    found = []
-    schema = reader.schema
-    for s, subgraph in enumerate(reader.model.subgraphs or []):
-        tensors = subgraph.tensors or []
-        ops = subgraph.operators or []
-        producer, consumers = {}, {}
-        for op in ops:
-            for t in op.outputs if op.outputs is not None else []:
-                producer[int(t)] = op
-            for t in op.inputs if op.inputs is not None else []:
-                consumers.setdefault(int(t), []).append(op)
-
-        def name_of(op):
-            return reader.op_name(op.opcodeIndex)
-
-        def is_const(i, dtype):
-            return tensors[i].type == dtype and bool(
-                reader.data(tensors[i]))
-
-        def words_of(start):
-            best, stack, seen = None, [start], set()
-            while stack:
-                t = stack.pop()
-                if t in seen or t not in producer:
-                    continue
-                seen.add(t)
-                op = producer[t]
-                name = name_of(op)
-                if name not in _DECODE_OPS:
-                    continue
-                feeds_bitcast = name == "ADD" and any(
-                    name_of(c) == "BITCAST"
-                    for o in op.outputs for c in consumers.get(int(o), []))
-                for position, i in enumerate(int(i) for i in op.inputs):
-                    if i < 0:
-                        continue
-                    if not reader.data(tensors[i]):
-                        stack.append(i)
-                        continue
-                    packed = (feeds_bitcast or (
-                        name in ("RIGHT_SHIFT", "GATHER") and position == 0))
-                    if packed and is_const(i, schema.TensorType.INT32):
-                        size = len(reader.data(tensors[i])) // 4
-                        if best is None or size > best[1]:
-                            best = (i, size)
-            return best
-
-        def codebook_of(t):
-            if is_const(t, schema.TensorType.FLOAT32):
-                return t
-            # Or a per-byte table GATHERed from it (not a decoded kernel:
-            # the table's positions do not come from packed words).
-            op = producer.get(t)
-            if op is not None and name_of(op) == "GATHER" and words_of(
-                    int(op.inputs[1])) is None:
-                table = int(op.inputs[0])
-                if is_const(table, schema.TensorType.FLOAT32):
-                    return table
-            return None
-
-        for op in ops:
-            if name_of(op) != "GATHER":
-                continue
-            out = int(op.outputs[0])
-            if tensors[out].type != schema.TensorType.FLOAT32:
-                continue
-            codebook = codebook_of(int(op.inputs[0]))
-            if codebook is None or reader.data(tensors[int(op.inputs[1])]):
-                continue
-            words = words_of(int(op.inputs[1]))
-            if words is None:
-                continue
-            # Follow reshapes and the slice that drops padding indices.
-            while True:
-                nxt = consumers.get(out, [])
-                if len(nxt) == 1 and name_of(nxt[0]) in (
-                        "RESHAPE", "STRIDED_SLICE") and int(
-                            nxt[0].inputs[0]) == out:
-                    out = int(nxt[0].outputs[0])
-                else:
-                    break
-            shape = [int(d) for d in (tensors[out].shape if tensors[
-                out].shape is not None else [])]
-            weights = int(np.prod(shape)) if shape and min(shape) > 0 else 0
-            found.append(PackedKernelInfo(
-                subgraph=s, name=reader.name(tensors[words[0]]),
-                weights=weights, words=words[1],
-                codebook_entries=len(reader.data(tensors[codebook])) // 4))
-    return found
-
-
-def _tflite_bytes(path_or_bytes, what):
-    """The bytes of a `.tflite` file given as a path or as bytes, verified.
-
-    Returns `(data, source)`: the bytes and how to name them in errors. A
-    file with an lc_keras checksum record is verified (`_check_integrity`).
-    """
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data, source = bytes(path_or_bytes), "The given .tflite bytes"
-    else:
-        try:
-            path = os.fspath(path_or_bytes)
-        except TypeError:
-            raise TypeError(
-                f"{what} expects a `.tflite` path or its bytes. Received: "
-                f"{path_or_bytes!r} of type {type(path_or_bytes).__name__}"
-            ) from None
-        with open(path, "rb") as f:
-            data = f.read()
-        source = f"The file {path!r}"
-    _check_integrity(data, source)
-    return data, source
-
-
-# ---------------------------------------------------------------------------
-# Checksums
-# ---------------------------------------------------------------------------
-
-CHECKSUM_METADATA = "lc_keras_checksums"
-_CHECKSUM_MARK = b'{"lc_keras_checksums": 1, "file_crc32": "'
-_CRC_PLACEHOLDER = b"00000000"
-_SIZE_WIDTH = 14
-
-
-class _AlignedBuffer:
-    """Packs a buffer's bytes 16-byte aligned, as the TFLite converter does.
-
-    (The generated `BufferT.Pack` aligns byte vectors to 1 only.)
-    """
-
-    def __init__(self, schema, data):
-        self.schema = schema
-        self.data = data
-
-    def Pack(self, builder):  # noqa: N802 (flatbuffers object API)
-        schema = self.schema
-        offset = None
-        if self.data:
-            size = len(self.data)
-            builder.StartVector(1, size, 16)
-            builder.head -= size
-            builder.Bytes[builder.head:builder.head + size] = self.data
-            builder.vectorNumElems = size
-            offset = builder.EndVector()
-        schema.BufferStart(builder)
-        if offset is not None:
-            schema.BufferAddData(builder, offset)
-        return schema.BufferEnd(builder)
-
-
-def _pack(schema, model, buffers):
-    """Serializes a `ModelT` with `buffers` (a list of bytes)."""
-    model.buffers = [_AlignedBuffer(schema, b) for b in buffers]
-    builder = flatbuffers.Builder(sum(len(b) for b in buffers) + (1 << 16))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _add_checksums(data, plans):
-    """`data` with the `lc_keras_checksums` metadata entry added.
-
-    The entry (JSON) lists, per kernel, the buffers holding its packed words
-    and its codebook with their CRC32, the file's size, and the CRC32 of the
-    whole file computed with the entry's own CRC field set to zeros.
-    """
-    reader = _Model(data)
-    schema = reader.schema
-    buffers = list(reader.buffers)
-    kernels = []
-    for plan in plans:
-        entry = {"kernel": plan.key, "layer": plan.q.layer_name}
-        for part, content in (
-                ("words", plan.words.astype("<i4").tobytes()),
-                ("codebook", plan.q.codebook.reshape(-1).astype(
-                    "<f4").tobytes())):
-            found = [i for i, b in enumerate(buffers) if b == content]
-            if not found:
-                raise ValueError(
-                    f"The TFLite file does not store the {part} of kernel "
-                    f"'{plan.key}' (layer '{plan.q.layer_name}') as a "
-                    "constant; it cannot be checksummed.")
-            entry[part] = {"buffers": found, "crc32": zlib.crc32(content)}
-        kernels.append(entry)
-
-    def record(size):
-        text = json.dumps({"kernels": kernels}, sort_keys=True)[1:]
-        return (_CHECKSUM_MARK + _CRC_PLACEHOLDER + b'", "file_bytes": '
-                + str(size).rjust(_SIZE_WIDTH).encode() + b", "
-                + text.encode("utf-8"))
-
-    model = reader.model
-    metadata = schema.MetadataT()
-    metadata.name = CHECKSUM_METADATA
-    metadata.buffer = len(buffers)
-    model.metadata = list(model.metadata or []) + [metadata]
-    placeholder = record(0)
-    out = _pack(schema, model, buffers + [placeholder])
-    start = out.find(placeholder)
-    out = out[:start] + record(len(out)) + out[start + len(placeholder):]
-    crc = f"{zlib.crc32(out):08x}".encode()
-    at = start + len(_CHECKSUM_MARK)
-    return out[:at] + crc + out[at + len(crc):]
-
-
-def _check_integrity(data, source):
-    """Verifies the `lc_keras_checksums` record of a file, if it has one.
-
-    Returns:
-        The record (a dict), or None for a file without one.
-
-    Raises:
-        ValueError: naming the kernel whose packed words or codebook changed,
-            or saying that the file is truncated or corrupt.
-    """
-    start = data.find(_CHECKSUM_MARK)
-    if start < 0:
-        if CHECKSUM_METADATA.encode() in data:  # the record's start changed
-            raise ValueError(
-                f"{source} is truncated or corrupt: its lc_keras checksum "
-                "record cannot be read. Export it again.")
-        return None
-    try:
-        record, _ = json.JSONDecoder().raw_decode(
-            data[start:].decode("latin-1"))
-        expected_crc = int(record["file_crc32"], 16)
-        size = int(record["file_bytes"])
-        kernels = [(str(k["kernel"]), str(k["layer"]),
-                    {part: ([int(i) for i in k[part]["buffers"]],
-                            int(k[part]["crc32"]))
-                     for part in ("words", "codebook")})
-                   for k in record["kernels"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"{source} is truncated or corrupt: its lc_keras checksum record "
-            f"cannot be read ({type(error).__name__}). Export it again."
-        ) from None
-    if size != len(data):
-        raise ValueError(
-            f"{source} is truncated or corrupt: it has {len(data)} bytes, "
-            f"but {size} were written by export_tflite.")
-    at = start + len(_CHECKSUM_MARK)
-    blank = data[:at] + _CRC_PLACEHOLDER + data[at + len(_CRC_PLACEHOLDER):]
-    if zlib.crc32(blank) == expected_crc:
-        return record
-    try:
-        buffers = _Model(data).buffers
-    except ValueError:
-        buffers = None
-    for kernel, layer, parts in kernels:
-        for part, (indices, crc) in parts.items():
-            if buffers is None or any(
-                    i >= len(buffers) or zlib.crc32(buffers[i]) != crc
-                    for i in indices):
-                what = ("packed indices" if part == "words" else "codebook")
-                if buffers is None:
-                    break
-                raise ValueError(
-                    f"{source} is truncated or corrupt: the {what} of kernel "
-                    f"'{kernel}' (layer '{layer}') do not match their CRC32 "
-                    "checksum. Export it again.")
-    raise ValueError(
-        f"{source} is truncated or corrupt: its CRC32 checksum does not "
-        "match its content (the change is outside the packed indices and "
-        "codebooks: in the graph, the float constants or the checksum "
-        "record). Export it again.")
-
-
-def _readable(function, source):
-    """Runs `function()`; a malformed flatbuffer becomes a ValueError."""
-    try:
-        return function()
-    except (IndexError, KeyError, TypeError, AttributeError, struct.error,
-            UnicodeDecodeError, OverflowError) as error:
-        raise ValueError(
-            f"{source} is not a valid TFLite file: truncated or corrupt "
-            f"({type(error).__name__}: {error}).") from None
-
-
-def inspect_tflite(path_or_bytes):
-    """Reads the ops, tensors and packed kernels of a `.tflite` file.
-
-    Args:
-        path_or_bytes: Path of a `.tflite` file, or its bytes.
-
-    Returns:
-        A `TFLiteSummary`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> f = tf.function(lambda x: x + 1.0,
-    ...                 input_signature=[tf.TensorSpec([None, 2])])
-    >>> data = tf.lite.TFLiteConverter.from_concrete_functions(
-    ...     [f.get_concrete_function()], f).convert()
-    >>> [name for _, name in inspect_tflite(data).ops]
-    ['ADD']
-    """
-    data, source = _tflite_bytes(path_or_bytes, "inspect_tflite")
-    return _readable(lambda: _summary(data, source), source)
-
-
-def _summary(data, source):
-    reader = _Model(data)
-    ops, tensors = [], []
-    for s, subgraph in enumerate(reader.model.subgraphs or []):
-        for op in subgraph.operators or []:
-            ops.append((s, reader.op_name(op.opcodeIndex)))
-        for i, t in enumerate(subgraph.tensors or []):
-            shape = tuple(int(d) for d in (
-                t.shapeSignature if t.shapeSignature is not None and len(
-                    t.shapeSignature) else (t.shape if t.shape is not None
-                                            else ())))
-            tensors.append(TensorInfo(
-                subgraph=s, index=i, name=reader.name(t),
-                dtype=reader.type_names.get(t.type, str(t.type)),
-                shape=shape, data_bytes=len(reader.data(t))))
-    packed = tuple(_find_packed(reader))
-    _require_checksums(reader, packed, source)
-    return TFLiteSummary(size_bytes=len(data), ops=tuple(ops),
-                         tensors=tuple(tensors), packed_kernels=packed)
-
-
-def _require_checksums(reader, packed, source):
-    """Refuses packed kernels in a file without an lc_keras checksum."""
-    names = [reader.name(m) for m in reader.model.metadata or []]
-    if packed and CHECKSUM_METADATA not in names:
-        raise ValueError(
-            f"{source} has packed kernels (e.g. '{packed[0].name}') but no "
-            f"'{CHECKSUM_METADATA}' record: it is corrupt, or was written "
-            "by an lc_keras without checksums. Export it again.")
-
-
-def _verify(data, plans):
-    """Checks the converted bytes; raises ValueError naming the layer."""
-    reader = _Model(data)
-    custom = sorted({
-        reader.op_name(op.opcodeIndex)
-        for subgraph in reader.model.subgraphs or []
-        for op in subgraph.operators or []
-        if reader.op_name(op.opcodeIndex).startswith("CUSTOM")})
-    if custom:
-        raise ValueError(
-            f"The converted model contains non-builtin ops {custom}; "
-            "export_tflite allows builtin TFLite ops only.")
-    schema = reader.schema
-    int32_buffers, float_buffers = set(), {}
-    for subgraph in reader.model.subgraphs or []:
-        for t in subgraph.tensors or []:
-            chunk = reader.data(t)
-            if not chunk:
-                continue
-            if t.type == schema.TensorType.INT32:
-                int32_buffers.add(chunk)
-            elif t.type == schema.TensorType.FLOAT32:
-                float_buffers.setdefault(len(chunk), set()).add(chunk)
-    # Float constants assigned to variables (the initial value of a cache).
-    assigned_shapes = set()
-    for subgraph in reader.model.subgraphs or []:
-        tensors = subgraph.tensors or []
-        for op in subgraph.operators or []:
-            if reader.op_name(op.opcodeIndex) != "ASSIGN_VARIABLE":
-                continue
-            value = tensors[int(op.inputs[1])]
-            if value.type == schema.TensorType.FLOAT32 and reader.data(value):
-                assigned_shapes.add(tuple(int(d) for d in value.shape))
-    for plan in plans:
-        where = (f"layer '{plan.q.layer_name}' (kernel '{plan.key}', "
-                 f"{plan.q.size} weights, k={plan.q.k})")
-        if plan.tflite_shape in assigned_shapes:
-            raise ValueError(
-                f"The TFLite file stores an initial float value for the cache "
-                f"of {where}: the cached layout would not be small.")
-        expected = plan.words.astype("<i4").tobytes()
-        if expected not in int32_buffers:
-            raise ValueError(
-                f"The TFLite file does not store {where} as "
-                f"{plan.words.size} packed int32 words ({len(expected)} "
-                "bytes): the converter folded its decoding back into a float "
-                "kernel or changed the words.")
-        values = plan.q.values()
-        candidates = float_buffers.get(values.size * 4, ())
-        if candidates:
-            as_float = {values.astype("<f4").tobytes(),
-                        plan.to_tflite(values).astype("<f4").tobytes()}
-            if as_float & set(candidates):
-                raise ValueError(
-                    f"The TFLite file also stores {where} as a float kernel: "
-                    "the converter folded its decoding.")
 
 
 # ---------------------------------------------------------------------------
@@ -1394,7 +539,7 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
     ...     name="k", layer_name="dense", attribute="kernel",
     ...     kind="BinaryQuantization",
     ...     codebook=np.array([-1.0, 1.0], np.float32),
-    ...     indices=np.random.randint(0, 2, (8, 4)))
+    ...     indices=np.random.randint(0, 2, (8, 4)), layer_type="Dense")
     >>> out = os.path.join(tempfile.mkdtemp(), "net.tflite")
     >>> info = export_quantized(net, {"k": kernel}, {"k": q}, out)
     >>> info.kernels[0].words, info.index_bytes
@@ -1413,24 +558,25 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
         raise ValueError(
             f"Model '{keras_model.name}' is not built; build it (or call it "
             "on a batch) before exporting.")
-    plans = _plan(keras_model, variables, state)
-    for plan in plans:
-        if plan.variable.dtype != "float32":
+    kernels = _plan(keras_model, variables, state)
+    for plan, variable in kernels:
+        if variable.dtype != "float32":
             raise ValueError(
                 "export_tflite writes float32 models (TFLite's builtin ops "
                 "compute in float32); mixed-precision policies are fine, but "
-                f"layer '{plan.q.layer_name}' has a {plan.variable.dtype} "
+                f"layer '{plan.q.layer_name}' has a {variable.dtype} "
                 f"kernel. Received: kernel '{plan.key}' of dtype "
-                f"{plan.variable.dtype}. Build the model with float32 or a "
+                f"{variable.dtype}. Build the model with float32 or a "
                 "mixed policy.")
     signature = _input_signature(keras_model, input_signature)
     with _float32_compute(keras_model):
-        module, concrete = _trace(keras_model, plans, signature,
+        module, concrete = _trace(keras_model, kernels, signature,
                                   cached=(layout == "cached"))
+    plans = [plan for plan, _ in kernels]
     data = _convert(module, concrete)
-    _verify(data, plans)
-    data = _add_checksums(data, plans)
-    _verify(data, plans)  # the repacked file too
+    verify_export(data, plans)
+    data = add_checksums(data, plans)
+    verify_export(data, plans)  # the repacked file too
     files.atomic_write_bytes(path, data)
     result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
                           kernels=tuple(p.exported() for p in plans))
@@ -1455,8 +601,8 @@ def export_tflite(model, path, *, layout="packed", input_signature=None):
         path: Output path, ending in `.tflite`.
         layout: `"packed"` decodes the kernels on every invoke; `"cached"`
             decodes them on the first invoke into float resource variables
-            and reuses them (faster; ~2.5 KB larger file; the float kernels
-            stay in memory).
+            and reuses them (faster; a slightly larger file; the float
+            kernels stay in memory).
         input_signature: Optional `tf.TensorSpec` (or list) for models whose
             inputs cannot be inferred.
 

@@ -19,12 +19,13 @@ ai-edge-litert: no TensorFlow, no converter.
 
 import numpy as np
 
-from lc_keras.export import CHECKSUM_METADATA
-from lc_keras.export import RUNTIME_ZERO_NAME
-from lc_keras.export import _Model
-from lc_keras.export import _pack
-from lc_keras.export import _readable
-from lc_keras.export import _tflite_bytes
+from lc_keras.tflite_file import CHECKSUM_METADATA
+from lc_keras.tflite_file import RUNTIME_ZERO_NAME
+from lc_keras.tflite_file import TFLiteReader
+from lc_keras.tflite_file import guarded_read
+from lc_keras.tflite_file import pack_model
+from lc_keras.tflite_file import read_tflite_bytes
+from lc_keras.tflite_file import require_checksums
 
 # Ops whose outputs are computed once at load time when all their inputs
 # are: the decoding ops of both layouts, and the reads of the kernel caches.
@@ -81,9 +82,11 @@ def expand_tflite(path_or_bytes):
 
     Example:
 
-    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
-    >>> net = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
-    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(4))
+    >>> import os, tempfile
+    >>> from keras import Input, Sequential, layers
+    >>> import lc_keras as lc
+    >>> model = lc.LCModel(Sequential([Input((64,)), layers.Dense(32)]),
+    ...                    compression=lc.AdaptiveQuantization(4))
     >>> _ = model.direct_compression()
     >>> path = os.path.join(tempfile.mkdtemp(), "net.tflite")
     >>> info = lc.export_tflite(model, path)
@@ -91,66 +94,80 @@ def expand_tflite(path_or_bytes):
     >>> len(expanded) > os.path.getsize(path)  # float kernels, in memory
     True
     """
-    data, source = _tflite_bytes(path_or_bytes, "expand_tflite")
-    return _readable(lambda: _expand(data, source), source)
+    data, source = read_tflite_bytes(path_or_bytes, "expand_tflite")
+    return guarded_read(lambda: _expand(data, source), source)
 
 
 def _expand(data, source):
-    reader = _Model(data)
-    schema = reader.schema
+    reader = TFLiteReader(data)
     model = reader.model
     main = model.subgraphs[0]
-    tensors = main.tensors or []
-    ops = list(main.operators or [])
+    kernels = _decoded_kernels(reader, main, source)
+    values = _evaluate(data, kernels)
+    buffers = _store_constants(reader, main, kernels, values)
+    _prune_ops(reader, model, kernels)
+    _renumber_tensors(model)
+    return pack_model(model, _compact_buffers(reader, model, buffers))
 
-    def ints(values):
-        return [int(v) for v in (values if values is not None else [])]
 
-    cache_handles = set()
+def _ints(values):
+    return [int(v) for v in (values if values is not None else [])]
+
+
+def _cache_handles(reader, ops):
+    """Outputs of the VAR_HANDLE ops of the exporter's kernel caches."""
+    handles = set()
     for op in ops:
         if reader.op_name(op.opcodeIndex) == "VAR_HANDLE":
             shared = op.builtinOptions.sharedName
             if isinstance(shared, bytes):
                 shared = shared.decode("utf-8", "replace")
             if str(shared or "").startswith(_CACHE_PREFIX):
-                cache_handles.update(ints(op.outputs))
+                handles.update(_ints(op.outputs))
+    return handles
 
-    # Forward pass: which tensors are computable at load time.
+
+def _static_tensors(reader, main):
+    """Tensors computable at load time (a forward pass over the ops)."""
+    tensors = main.tensors or []
+    cache_handles = _cache_handles(reader, main.operators or [])
     static = {i for i, t in enumerate(tensors) if reader.data(t)}
     static.update(
         i for i, t in enumerate(tensors)
         if RUNTIME_ZERO_NAME in reader.name(t).split(";"))
-    for op in ops:
+    for op in main.operators or []:
         name = reader.op_name(op.opcodeIndex)
-        inputs = [i for i in ints(op.inputs) if i >= 0]
+        inputs = [i for i in _ints(op.inputs) if i >= 0]
         if name not in _FOLDABLE:
             continue
-        if name == "VAR_HANDLE" and not set(ints(op.outputs)) & cache_handles:
+        if name == "VAR_HANDLE" and not set(
+                _ints(op.outputs)) & cache_handles:
             continue
         if name == "READ_VARIABLE" and inputs[0] not in cache_handles:
             continue
         if all(i in static for i in inputs):
-            static.update(ints(op.outputs))
+            static.update(_ints(op.outputs))
+    return static
 
-    # Decoded kernels: computed (not stored) float tensors that a runtime op
-    # or the graph output reads.
-    needed_by_runtime = set(ints(main.outputs))
-    for op in ops:
-        if not set(ints(op.outputs)) <= static or not ints(op.outputs):
-            needed_by_runtime.update(i for i in ints(op.inputs) if i >= 0)
+
+def _decoded_kernels(reader, main, source):
+    """Computed (not stored) float tensors that a runtime op or the graph
+    output reads: the decoded kernels, checked against the file's kind."""
+    tensors = main.tensors or []
+    static = _static_tensors(reader, main)
+    needed_by_runtime = set(_ints(main.outputs))
+    for op in main.operators or []:
+        if not set(_ints(op.outputs)) <= static or not _ints(op.outputs):
+            needed_by_runtime.update(i for i in _ints(op.inputs) if i >= 0)
+    schema = reader.schema
     float_types = {getattr(schema.TensorType, name) for name in (
         "FLOAT32", "FLOAT16", "BFLOAT16", "FLOAT64")
         if hasattr(schema.TensorType, name)}
     kernels = sorted(
         i for i in static & needed_by_runtime
         if not reader.data(tensors[i]) and tensors[i].type in float_types)
-    has_checksums = CHECKSUM_METADATA in [
-        reader.name(m) for m in model.metadata or []]
-    if kernels and not has_checksums:
-        raise ValueError(
-            f"{source} has kernels decoded at run time but no "
-            f"'{CHECKSUM_METADATA}' record: it is corrupt, or was written by "
-            "an lc_keras without checksums. Export it again.")
+    require_checksums(reader, bool(kernels), source,
+                      "kernels decoded at run time")
     if not kernels and any("packed_indices" in reader.name(t)
                            for t in tensors):
         raise ValueError(
@@ -162,28 +179,40 @@ def _expand(data, source):
             "expand_tflite expects a file written by `lc_keras.export_tflite`"
             ": this one has no kernel decoded at run time (it may already be "
             "a float model).")
-    values = _evaluate(data, kernels)
+    return kernels
 
-    # Store them as constants.
+
+def _store_constants(reader, main, kernels, values):
+    """Gives every decoded kernel a buffer holding its value.
+
+    Returns:
+        The file's buffers with the new ones appended.
+    """
     buffers = list(reader.buffers)
     for i in kernels:
-        tensor = tensors[i]
+        tensor = main.tensors[i]
         tensor.buffer = len(buffers)
         tensor.isVariable = False
         value = values[i]
         if value.dtype.byteorder == ">":
             value = value.byteswap()
         buffers.append(np.ascontiguousarray(value).tobytes())
+    return buffers
 
-    # Keep only the ops the outputs need (the exporter's graphs have no side
-    # effects but the cache's).
-    needed = set(ints(main.outputs))
+
+def _prune_ops(reader, model, kernels):
+    """Keeps only the ops the outputs need (the exporter's graphs have no
+    side effects but the cache's), and drops the other subgraphs when no
+    control flow remains."""
+    main = model.subgraphs[0]
+    tensors = main.tensors or []
+    needed = set(_ints(main.outputs))
     kept = []
-    for op in reversed(ops):
-        outputs = ints(op.outputs)
+    for op in reversed(main.operators or []):
+        outputs = _ints(op.outputs)
         if any(o in needed for o in outputs):
             kept.append(op)
-            needed.update(i for i in ints(op.inputs)
+            needed.update(i for i in _ints(op.inputs)
                           if i >= 0 and not reader.data(tensors[i])
                           and i not in kernels)
     kept.reverse()
@@ -192,15 +221,21 @@ def _expand(data, source):
                for op in kept):
         model.subgraphs = [main]
 
-    # Renumber the main subgraph's tensors.
-    used = set(ints(main.inputs)) | set(ints(main.outputs))
+
+def _renumber_tensors(model):
+    """Drops the main subgraph's unused tensors and renumbers the rest."""
+    main = model.subgraphs[0]
+    tensors = main.tensors or []
+    kept = main.operators
+    used = set(_ints(main.inputs)) | set(_ints(main.outputs))
     for op in kept:
-        used.update(i for i in ints(op.inputs) + ints(op.outputs) if i >= 0)
+        used.update(i for i in _ints(op.inputs) + _ints(op.outputs)
+                    if i >= 0)
     order = sorted(used)
     new_index = {old: new for new, old in enumerate(order)}
 
     def remap(values):
-        return [new_index[i] if i >= 0 else i for i in ints(values)]
+        return [new_index[i] if i >= 0 else i for i in _ints(values)]
 
     main.tensors = [tensors[i] for i in order]
     main.inputs = remap(main.inputs)
@@ -214,8 +249,14 @@ def _expand(data, source):
             for item in (signature.inputs or []) + (signature.outputs or []):
                 item.tensorIndex = new_index[int(item.tensorIndex)]
 
-    # Keep buffer 0 (the empty sentinel), the tensors' and the metadata's
-    # (but the checksums, which describe the packed file).
+
+def _compact_buffers(reader, model, buffers):
+    """Keeps buffer 0 (the empty sentinel), the tensors' and the metadata's
+    (but the checksums, which describe the packed file); renumbers them.
+
+    Returns:
+        The kept buffers, in their new order.
+    """
     model.metadata = [m for m in model.metadata or []
                       if reader.name(m) != CHECKSUM_METADATA]
     keep = {0}
@@ -231,7 +272,7 @@ def _expand(data, source):
                 t.buffer = new_buffer.get(int(t.buffer), 0)
     for m in model.metadata or []:
         m.buffer = new_buffer[int(m.buffer)]
-    return _pack(schema, model, [buffers[b] for b in buffer_order])
+    return [buffers[b] for b in buffer_order]
 
 
 def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
@@ -250,13 +291,15 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
 
     Example:
 
-    >>> import keras, numpy as np, os, tempfile, lc_keras as lc
-    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> import os, tempfile, numpy as np
+    >>> from keras import Input, Sequential, layers
+    >>> import lc_keras as lc
+    >>> net = Sequential([Input((8,)), layers.Dense(4)])
     >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
     >>> _ = model.direct_compression()
-    >>> path = os.path.join(tempfile.mkdtemp(), "net.tflite")
-    >>> _ = lc.export_tflite(model, path)
-    >>> interpreter = lc.load_interpreter(path)
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = lc.export_tflite(model, os.path.join(folder, "net.tflite"))
+    >>> interpreter = lc.load_interpreter(os.path.join(folder, "net.tflite"))
     >>> interpreter.allocate_tensors()
     >>> x = np.ones((1, 8), np.float32)
     >>> interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
@@ -268,7 +311,7 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    data, _ = _tflite_bytes(path_or_bytes, "load_interpreter")
+    data, _ = read_tflite_bytes(path_or_bytes, "load_interpreter")
     if expand:
         data = expand_tflite(data)
     return Interpreter(model_content=data, **kwargs)

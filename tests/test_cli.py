@@ -75,8 +75,8 @@ def test_end_to_end(npz_run, tmp_path, monkeypatch, capsys):
     history = json.loads((folder / "h.json").read_text())
     assert history["epoch"] == [0, 1] and history["lc_mu"] == [0.01, 0.02]
     assert "lc_codebook/hidden/kernel/1" in history
-    from lc_keras.export import inspect_tflite
     from lc_keras.summary import profile
+    from lc_keras.tflite_file import inspect_tflite
 
     lc_model = keras.models.load_model(str(folder / "lc.keras"))
     p = profile(lc_model)

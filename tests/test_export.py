@@ -1,11 +1,13 @@
-"""Tests of the TFLite exporter (lc_keras.export).
+"""Tests of the TFLite exporter (lc_keras.export): graph, converter, files.
 
 Each exported file runs on the stock LiteRT interpreter and must match the
 Keras model whose kernels hold the quantized values, at batch sizes 1 and 8.
+Packing and layouts are tested in test_packing.py, reading and verifying
+files in test_tflite_file.py.
 """
 
+import dataclasses
 import glob
-import importlib.util
 import math
 import os
 
@@ -19,11 +21,11 @@ from lc_keras import export
 from lc_keras import files
 from lc_keras.export import export_quantized
 from lc_keras.export import export_tflite
-from lc_keras.export import inspect_tflite
-from lc_keras.export import pack_indices
-from lc_keras.export import unpack_indices
+from lc_keras.packing import tflite_layout
 from lc_keras.quantized import QuantizedKernel
 from lc_keras.quantized import bits_for
+from lc_keras.spec import compressible_kernels
+from lc_keras.tflite_file import inspect_tflite
 
 ATOL = 1e-5
 
@@ -101,7 +103,8 @@ def quantize(model, plan, seed=0, normalize=False):
                 name=v.path, layer_name=layer.name, attribute=attribute,
                 kind=kind, codebook=codebook,
                 indices=rng.integers(0, codebook.shape[1], shape),
-                channel_axes=axes, group=group or "")
+                channel_axes=axes, group=group or "",
+                layer_type=type(layer).__name__)
             v.assign(q.values())
             variables[v.path] = v
             state[v.path] = q
@@ -154,38 +157,6 @@ def assert_matches_keras(model, info, seed=1):
         expected = keras.ops.convert_to_numpy(model(x, training=False))
         got = run_tflite(info.path, x, interpreter)
         np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
-
-
-# ---------------------------------------------------------------------------
-# Packing
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("bits", list(range(1, 17)))
-def test_pack_roundtrip(bits):
-    rng = np.random.default_rng(bits)
-    for count in (0, 1, 31, 32, 33, 1000):
-        values = rng.integers(0, 1 << bits, count)
-        words = pack_indices(values, bits)
-        assert words.dtype == np.int32
-        assert words.size == math.ceil(count * bits / 32)
-        np.testing.assert_array_equal(
-            unpack_indices(words, bits, count), values)
-
-
-def test_pack_bit_order():
-    # Index i sits at bits [i*b, (i+1)*b) of the little-endian word stream.
-    assert pack_indices([1, 0, 1, 1], 1).tolist() == [0b1101]
-    assert pack_indices([3, 1], 2).tolist() == [0b0111]
-    words = pack_indices([0] * 10 + [7], 3)  # index 10 straddles words
-    assert words.view(np.uint32).tolist() == [3 << 30, 1]
-
-
-def test_pack_rejects_bad_input():
-    with pytest.raises(ValueError, match="bits=17"):
-        pack_indices([0], 17)
-    with pytest.raises(ValueError, match="do not fit"):
-        pack_indices([4], 2)
 
 
 # ---------------------------------------------------------------------------
@@ -364,7 +335,7 @@ def test_input_signature_argument(tmp_path, monkeypatch):
     v = net.q.kernel
     q = QuantizedKernel(v.path, "q", "kernel", "random",
                         np.array([[-0.5, 0.1, 0.7]], np.float32),
-                        rng.integers(0, 3, (5, 3)))
+                        rng.integers(0, 3, (5, 3)), layer_type="Dense")
     v.assign(q.values())
     variables[v.path], state[v.path] = v, q
     x = rng.normal(size=(8, 5)).astype(np.float32)
@@ -382,6 +353,100 @@ def test_input_signature_argument(tmp_path, monkeypatch):
     monkeypatch.setattr(net, "get_build_config", lambda: None)
     with pytest.raises(ValueError, match="input signature"):
         export_quantized(net, variables, state, str(tmp_path / "c.tflite"))
+
+
+# ---------------------------------------------------------------------------
+# Layouts by layer_type
+# ---------------------------------------------------------------------------
+
+
+def _isinstance_layout(layer, attribute, ndim):
+    """The layout the exporter used when it looked each kernel's layer up
+    in the model (`isinstance`), kept here as the reference."""
+    L = keras.layers
+    identity = tuple(range(ndim))
+    if layer is None:
+        return False, identity
+    if isinstance(layer, L.Conv1DTranspose):
+        return True, (2, 0, 1, 3)
+    if isinstance(layer, (L.Conv2DTranspose, L.Conv3DTranspose)):
+        return False, (ndim - 2,) + tuple(range(ndim - 2)) + (ndim - 1,)
+    if isinstance(layer, L.SeparableConv1D):
+        if attribute == "pointwise_kernel":
+            return True, (3, 0, 1, 2)
+        return False, identity
+    if isinstance(layer, L.SeparableConv2D):
+        if attribute == "pointwise_kernel":
+            return False, (3, 0, 1, 2)
+        return False, identity
+    if isinstance(layer, L.Conv1D):
+        return True, (3, 0, 1, 2)
+    if isinstance(layer, (L.Dense, L.Conv2D)):
+        return False, (ndim - 1,) + tuple(range(ndim - 1))
+    return False, identity
+
+
+def test_layer_type_gives_the_layout_of_the_layer():
+    from test_packing import EXPECTED_LAYOUTS
+
+    L = keras.layers
+
+    class MyDense(L.Dense):
+        pass
+
+    layers = {
+        "Dense": (L.Dense(3), (5,)),
+        "MyDense": (MyDense(3), (5,)),
+        "EinsumDense": (L.EinsumDense("ab,bcd->acd", (2, 3)), (4,)),
+        "Conv1DTranspose": (L.Conv1DTranspose(2, 3), (6, 4)),
+        "Conv2DTranspose": (L.Conv2DTranspose(2, 3), (6, 6, 4)),
+        "Conv3DTranspose": (L.Conv3DTranspose(2, 2), (4, 4, 4, 3)),
+        "Conv1D": (L.Conv1D(2, 3), (6, 4)),
+        "Conv2D": (L.Conv2D(2, 3), (6, 6, 4)),
+        "Conv3D": (L.Conv3D(2, 2), (4, 4, 4, 3)),
+        "DepthwiseConv1D": (L.DepthwiseConv1D(3), (6, 4)),
+        "DepthwiseConv2D": (L.DepthwiseConv2D(3), (6, 6, 4)),
+        "SeparableConv1D": (L.SeparableConv1D(2, 3), (6, 4)),
+        "SeparableConv2D": (L.SeparableConv2D(2, 3), (6, 6, 4)),
+        "Embedding": (L.Embedding(10, 3), None),
+    }
+    seen = set()
+    for name, (layer, shape) in layers.items():
+        if shape is None:
+            model = keras.Sequential([keras.Input((2,), dtype="int32"),
+                                      layer])
+        else:
+            model = keras.Sequential([keras.Input(shape), layer])
+        refs = compressible_kernels(model)
+        assert refs, name
+        for ref in refs:
+            ndim = len(ref.variable.shape)
+            got = tflite_layout(ref.layer_type, ref.attribute, ndim)
+            assert got == _isinstance_layout(ref.layer, ref.attribute,
+                                             ndim), (name, ref.attribute)
+            assert got == EXPECTED_LAYOUTS[
+                (ref.layer_type, ref.attribute, ndim)], name
+            seen.add(ref.layer_type)
+    assert seen == {t for t, _, _ in EXPECTED_LAYOUTS}
+    # No layer (the old code's unknown owner) == unknown layer_type.
+    assert _isinstance_layout(None, "kernel", 2) == tflite_layout(
+        "", "kernel", 2)
+
+
+@pytest.mark.parametrize("layout", ["packed", "cached"])
+def test_unknown_layer_type_exports_in_keras_layout(tmp_path, layout):
+    # Without a layer_type the indices keep the Keras layout: the graph has
+    # nothing to transpose back, and the file computes the same.
+    model = _conv1d()
+    variables, state = quantize(model, {"q": (16, "random", True, None)})
+    state = {key: dataclasses.replace(q, layer_type="")
+             for key, q in state.items()}
+    info = export_quantized(model, variables, state,
+                            str(tmp_path / "m.tflite"), layout=layout)
+    (kernel,) = info.kernels
+    assert kernel.tflite_shape == kernel.shape == (3, 4, 5)
+    check_file(info, state)
+    assert_matches_keras(model, info)
 
 
 # ---------------------------------------------------------------------------
@@ -463,19 +528,6 @@ def test_failed_verification_writes_nothing(tmp_path, small, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_rejects_non_builtin_ops(tmp_path, small, monkeypatch):
-    model, variables, state = small
-    info = export_quantized(model, variables, state,
-                            str(tmp_path / "m.tflite"))
-    data = open(info.path, "rb").read()
-    plans = export._plan(model, variables, state)
-    export._verify(data, plans)  # the real file passes
-    monkeypatch.setattr(export._Model, "op_name",
-                        lambda self, index: "CUSTOM:FlexMatMul")
-    with pytest.raises(ValueError, match="non-builtin ops.*FlexMatMul"):
-        export._verify(data, plans)
-
-
 @pytest.mark.parametrize("path,match", [
     ("model.tfl", "must end in '.tflite'"),
     ("model.tflite.tmp", "must end in '.tflite'"),
@@ -525,31 +577,6 @@ def test_bad_states(tmp_path, small):
 
 
 # ---------------------------------------------------------------------------
-# Inspection tool
-# ---------------------------------------------------------------------------
-
-
-def test_inspect_tool_report(tmp_path, small):
-    model, variables, state = small
-    info = export_quantized(model, variables, state,
-                            str(tmp_path / "m.tflite"))
-    spec = importlib.util.spec_from_file_location(
-        "inspect_tflite_tool",
-        os.path.join(os.path.dirname(__file__), "..", "tools",
-                     "inspect_tflite.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    text = tool.report(info.path)
-    assert f"Size: {info.size_bytes:,} bytes" in text
-    assert "FULLY_CONNECTED" in text
-    assert "packed_indices" in text
-    assert "non-builtin ops: none" in text
-    (kernel,) = info.kernels
-    assert kernel.bits == 2 and kernel.words == math.ceil(120 * 2 / 32)
-    assert f"{32 * kernel.words / kernel.size:.3f}" in text  # bits/weight
-
-
-# ---------------------------------------------------------------------------
 # End to end through LCModel
 # ---------------------------------------------------------------------------
 
@@ -590,22 +617,6 @@ def test_lcmodel_end_to_end(tmp_path):
     info = export_tflite(loaded, str(tmp_path / "loaded.tflite"))
     np.testing.assert_allclose(run_tflite(info.path, x), expected,
                                rtol=0, atol=ATOL)
-
-
-@pytest.mark.parametrize("cut", [0.5, 0.9])
-def test_truncated_tflite_is_refused_clearly(tmp_path, cut):
-    import lc_keras as lc
-
-    net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)])
-    model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
-    model.direct_compression()
-    path = str(tmp_path / "m.tflite")
-    lc.export_tflite(model, path)
-    data = open(path, "rb").read()
-    with pytest.raises(ValueError, match="truncated or corrupt"):
-        lc.inspect_tflite(data[: int(len(data) * cut)])
-    with pytest.raises(ValueError, match="TFL3"):
-        lc.inspect_tflite(b"PK\x03\x04ZIP!" + data[8:64])
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

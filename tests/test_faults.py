@@ -231,12 +231,12 @@ def _buffer_offsets(data, content):
 
 @pytest.mark.parametrize("part", ["indices", "codebook"])
 def test_a_changed_kernel_is_named(exported_bytes, tmp_path, part):
-    from lc_keras import export
+    from lc_keras import packing
 
     data, state = exported_bytes
     q = state["dense_1/kernel"]
     if part == "indices":
-        content = export.pack_indices(q.indices.T, 2).astype("<i4").tobytes()
+        content = packing.pack_indices(q.indices.T, 2).astype("<i4").tobytes()
     else:
         content = q.codebook.reshape(-1).astype("<f4").tobytes()
     at = _buffer_offsets(data, content)

@@ -20,8 +20,8 @@ from test_export import quantize
 from test_export import run_tflite
 
 import lc_keras as lc
-from lc_keras.export import _Model
 from lc_keras.export import export_quantized
+from lc_keras.tflite_file import TFLiteReader
 
 ATOL = 1e-5
 # Nothing of the decoding or of the cache may survive the expansion.
@@ -32,7 +32,7 @@ WEIGHT_INPUT = {"FULLY_CONNECTED": 1, "CONV_2D": 1, "DEPTHWISE_CONV_2D": 1,
 
 
 def ops_of(data):
-    reader = _Model(data)
+    reader = TFLiteReader(data)
     return reader, [[reader.op_name(op.opcodeIndex) for op in s.operators]
                     for s in reader.model.subgraphs]
 

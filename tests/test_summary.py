@@ -176,7 +176,7 @@ def test_profile_of_a_loaded_model(tmp_path):
 
 def test_bytes_match_the_exported_file(tmp_path):
     from lc_keras.export import export_tflite
-    from lc_keras.export import inspect_tflite
+    from lc_keras.tflite_file import inspect_tflite
 
     model = golden_model(batch_norm=False)
     p = profile(model)

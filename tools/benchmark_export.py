@@ -116,7 +116,8 @@ def quantize(model, k, rng):
         q = QuantizedKernel(
             name=v.path, layer_name=layer.name, attribute="kernel",
             kind="AdaptiveQuantization", codebook=codebook.astype(np.float32),
-            indices=rng.integers(0, k, tuple(v.shape)))
+            indices=rng.integers(0, k, tuple(v.shape)),
+            layer_type=type(layer).__name__)
         v.assign(q.values())
         variables[v.path], state[v.path] = v, q
         if getattr(layer, "bias", None) is not None:  # as after training

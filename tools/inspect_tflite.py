@@ -19,7 +19,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lc_keras.export import inspect_tflite  # noqa: E402
+from lc_keras.tflite_file import inspect_tflite  # noqa: E402
 
 _ALL_TENSORS = flags.DEFINE_bool(
     "all_tensors", False, "List every tensor, not only those with data.")
