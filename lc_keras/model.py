@@ -218,6 +218,23 @@ class LCModel(keras.Model):
         groups = spec_lib.resolve_spec(target, self.compression)
         with self._strategy_scope():
             self._lc.create(groups)
+        self._warn_about_large_float_weights(target, groups)
+
+    def _warn_about_large_float_weights(self, target, groups):
+        """Names the uncompressed weights of > 1 % of the model's weights."""
+        compressed = {id(ref.variable) for g in groups for ref in g.kernels}
+        weights = [(v, int(np.prod(v.shape))) for v in target.weights]
+        total = sum(n for _, n in weights)
+        large = [f"{v.path} {tuple(v.shape)}" for v, n in weights
+                 if id(v) not in compressed and n > 0.01 * total]
+        if large:
+            warnings.warn(
+                f"LCModel '{self.name}' leaves {len(large)} weight(s) of more "
+                f"than 1% of the model's {total:,} weights float: "
+                f"{large[:8]}. Biases and normalisation stay float by "
+                "design; a weight matrix here was not recognised or was left "
+                "out by the spec (see `lc_keras.compressible_kernels`).",
+                stacklevel=4)
 
     def _strategy_scope(self):
         """The scope of the strategy the model was created under."""

@@ -393,22 +393,30 @@ def _key_str(key):
 def _match_rank(key, ref):
     """The specificity with which `key` matches kernel `ref`, or None.
 
-    0: the exact name of the kernel or its layer; 1: a glob over those, or
-    the exact name of an enclosing layer (`ref.ancestors`); 2: the class of
-    the layer or of an enclosing one.
+    Lower is more specific: 0 the exact name of the kernel or its layer;
+    0.5 + 0.01·d the exact name of an enclosing layer d levels up (the
+    nearer one wins); 1 a glob; 2 the class of the layer, 2 + 0.01·d that
+    of an enclosing layer.
     """
+    outer = list(reversed(ref.ancestors))  # nearest first
     if isinstance(key, type):
-        hit = any(isinstance(layer, key)
-                  for layer in (ref.layer,) + tuple(ref.ancestors))
-        return 2 if hit else None
+        if isinstance(ref.layer, key):
+            return 2
+        hits = [d for d, layer in enumerate(outer, 1)
+                if isinstance(layer, key)]
+        return 2 + 0.01 * hits[0] if hits else None
     names = [n for n in ref.names() if n is not None]
-    outer = ref.ancestor_names()
+    outer_names = ref.ancestor_names()  # outermost first, two per layer
     if _key_kind(key) == 1:
-        hit = any(fnmatch.fnmatchcase(n, key) for n in names + outer)
+        hit = any(fnmatch.fnmatchcase(n, key) for n in names + outer_names)
         return 1 if hit else None
     if key in names:
         return 0
-    return 1 if key in outer else None
+    n = len(ref.ancestors)
+    for i in reversed(range(n)):  # nearest first
+        if key in outer_names[2 * i:2 * i + 2]:
+            return 0.5 + 0.01 * (n - i)
+    return None
 
 
 def _validate_value(key, value):

@@ -182,3 +182,138 @@ def test_walk_layers_yields_nested_paths_once():
     assert len(paths) == len(set(paths))
     assert [p for _, p in spec_lib.walk_layers(net, skip=(inner,))] == \
         paths[:-2]
+
+
+# Kernels found as variables (issue 12) -------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="lc_keras_tests")
+class EncoderBlock(keras.layers.Layer):
+    """A Transformer encoder block as keras.io writes it."""
+
+    def __init__(self, dim=8, heads=2, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads = dim, heads
+        self.att = keras.layers.MultiHeadAttention(heads, dim, name="att")
+        self.ffn = keras.Sequential([keras.layers.Dense(16, activation="relu"),
+                                     keras.layers.Dense(dim)], name="ffn")
+        self.norm1 = keras.layers.LayerNormalization()
+        self.norm2 = keras.layers.LayerNormalization()
+
+    def call(self, x):
+        h = self.norm1(x + self.att(x, x))
+        return self.norm2(h + self.ffn(h))
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads}
+
+
+@keras.saving.register_keras_serializable(package="lc_keras_tests")
+class Projection(keras.layers.Layer):
+    """A custom layer with its own `add_weight` matrix and a Dense inside."""
+
+    def __init__(self, units=6, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.inner = keras.layers.Dense(4, name="inner")
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.units),
+                                 name="kernel")
+        self.b = self.add_weight(shape=(self.units,), name="bias")
+        self.scale = self.add_weight(shape=(), name="scale")
+        self.inner.build((None, self.units))
+
+    def call(self, x):
+        return self.inner(self.scale * (x @ self.w) + self.b)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def sequence_net():
+    inputs = keras.Input((5, 8))
+    h = EncoderBlock(name="block")(inputs)
+    h = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True), name="bi")(h)
+    h = keras.layers.GRU(4, name="gru")(h)
+    h = Projection(name="proj")(h)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    return keras.Model(inputs, outputs, name="seq")
+
+
+EXPECTED = [
+    "block/att/query/kernel", "block/att/key/kernel", "block/att/value/kernel",
+    "block/att/attention_output/kernel", "block/ffn/dense/kernel",
+    "block/ffn/dense_1/kernel",
+    "bi/forward_lstm/lstm_cell/kernel",
+    "bi/forward_lstm/lstm_cell/recurrent_kernel",
+    "bi/backward_lstm/lstm_cell/kernel",
+    "bi/backward_lstm/lstm_cell/recurrent_kernel",
+    "gru/gru_cell/kernel", "gru/gru_cell/recurrent_kernel",
+    "proj/kernel", "proj/inner/kernel", "head/kernel"]
+
+
+def test_every_weight_matrix_is_found():
+    refs = spec_lib.compressible_kernels(sequence_net())
+    assert [r.path for r in refs] == EXPECTED
+    kinds = {r.path: r.layer_type for r in refs}
+    assert kinds["block/att/query/kernel"] == "EinsumDense"
+    assert kinds["gru/gru_cell/recurrent_kernel"] == "GRUCell"
+    assert kinds["proj/kernel"] == "Projection"
+    # Biases, normalisation and scalars stay float.
+    for r in refs:
+        assert len(r.variable.shape) >= 2
+        assert not r.variable.name.endswith(("bias", "gamma", "beta"))
+
+
+@pytest.mark.parametrize("key, expected", [
+    (keras.layers.MultiHeadAttention, EXPECTED[:4]),
+    (keras.layers.LSTM, EXPECTED[6:10]),
+    (EncoderBlock, EXPECTED[:6]),
+    ("block", EXPECTED[:6]),
+    ("att", EXPECTED[:4]),
+    ("block/att/*kernel", EXPECTED[:4]),
+    ("*recurrent_kernel", [EXPECTED[7], EXPECTED[9], EXPECTED[11]]),
+    ("proj", EXPECTED[12:14]),
+    ("proj/kernel", EXPECTED[12:13]),
+])
+def test_enclosing_layers_names_classes_and_globs_reach_kernels(key,
+                                                                expected):
+    groups = spec_lib.resolve_spec(sequence_net(),
+                                   {key: lc.AdaptiveQuantization(2)})
+    assert [g.name for g in groups] == expected
+
+
+def test_an_exact_kernel_name_beats_its_enclosing_layer():
+    groups = spec_lib.resolve_spec(sequence_net(), {
+        "block": lc.AdaptiveQuantization(2),
+        "block/att/query/kernel": lc.BinaryQuantization(),
+        "ffn": None})
+    kinds = {g.name: g.quantization.kind for g in groups}
+    assert kinds == {
+        "block/att/query/kernel": "BinaryQuantization",
+        "block/att/key/kernel": "AdaptiveQuantization",
+        "block/att/value/kernel": "AdaptiveQuantization",
+        "block/att/attention_output/kernel": "AdaptiveQuantization"}
+
+
+def test_enclosing_names_beat_globs_and_the_nearer_one_wins():
+    groups = spec_lib.resolve_spec(sequence_net(), {
+        "*": lc.AdaptiveQuantization(2), "block": lc.BinaryQuantization(),
+        "att": lc.TernaryQuantization(),
+        keras.layers.LSTM: lc.ScaledBinaryQuantization()})
+    kinds = {g.name: g.quantization.kind for g in groups}
+    assert {kinds[p] for p in EXPECTED[:4]} == {"TernaryQuantization"}
+    assert {kinds[p] for p in EXPECTED[4:6]} == {"BinaryQuantization"}
+    # A class (of an enclosing layer too) is less specific than "*".
+    assert {kinds[p] for p in EXPECTED[6:]} == {"AdaptiveQuantization"}
+
+
+def test_frozen_custom_matrices_stay_float():
+    net = sequence_net()
+    net.get_layer("proj").trainable = False
+    paths = [r.path for r in spec_lib.compressible_kernels(net)]
+    # The add_weight matrix is recognised only while trainable; the Dense
+    # inside is a known layer class, kept (and frozen) as before.
+    assert "proj/kernel" not in paths and "proj/inner/kernel" in paths
