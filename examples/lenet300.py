@@ -26,9 +26,8 @@ flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX .gz "
                     "files. Default: Debian's dataset-fashion-mnist path when "
                     "present, else the Keras loader.")
 flags.DEFINE_integer("k", 2, "Codebook size for --codebook=adaptive.")
-flags.DEFINE_enum("codebook", "adaptive",
-                  ["adaptive", "binary", "scaled_binary", "ternary",
-                   "scaled_ternary", "powers_of_two"], "Codebook type.")
+flags.DEFINE_enum("codebook", "adaptive", list(lc.codebooks.NAMES),
+                  "Codebook type.")
 flags.DEFINE_string("reference", "runs/lenet300_reference.keras",
                     "Reference model: loaded if the file exists, else trained "
                     "and saved there.")
@@ -72,14 +71,9 @@ def lc_optimizer():
 
 
 def make_codebook():
-    return {
-        "adaptive": lambda: lc.AdaptiveQuantization(FLAGS.k),
-        "binary": lc.BinaryQuantization,
-        "scaled_binary": lc.ScaledBinaryQuantization,
-        "ternary": lc.TernaryQuantization,
-        "scaled_ternary": lc.ScaledTernaryQuantization,
-        "powers_of_two": lc.PowersOfTwoQuantization,
-    }[FLAGS.codebook]()
+    if FLAGS.codebook == "adaptive":
+        return lc.get_codebook("adaptive", k=FLAGS.k)
+    return lc.get_codebook(FLAGS.codebook)
 
 
 def train_reference(x, y, xt, yt):

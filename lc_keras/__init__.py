@@ -8,6 +8,7 @@ integer indices plus codebooks).
 from lc_keras import checks
 from lc_keras import datasets
 from lc_keras import files
+from lc_keras import projections
 from lc_keras.codebooks import AdaptiveQuantization
 from lc_keras.codebooks import BinaryQuantization
 from lc_keras.codebooks import FixedCodebook
@@ -16,6 +17,7 @@ from lc_keras.codebooks import Quantization
 from lc_keras.codebooks import ScaledBinaryQuantization
 from lc_keras.codebooks import ScaledTernaryQuantization
 from lc_keras.codebooks import TernaryQuantization
+from lc_keras.codebooks import get as get_codebook
 from lc_keras.export import export_quantized
 from lc_keras.export import export_tflite
 from lc_keras.export import inspect_tflite

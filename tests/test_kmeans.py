@@ -139,7 +139,7 @@ def test_lloyd_init_broadcast_and_k_checks():
     v = rows(3, 50)
     c, _ = kmeans_1d(v, k=2, init=[[-1.0, 1.0]])
     assert c.shape == (3, 2)
-    with pytest.raises(ValueError, match=r"init of shape \[G, k\] with k=3"):
+    with pytest.raises(ValueError, match=r"init of shape \[G, 3\]"):
         kmeans_1d(v, k=3, init=[[-1.0, 1.0]])
     with pytest.raises(ValueError, match="1 or 3 rows"):
         kmeans_1d(v, init=np.zeros((2, 2), np.float32))

@@ -147,9 +147,9 @@ ARCHITECTURES = {"lenet300": lenet300, "lenet5": lenet5}
 
 def quantization(name):
     if name.startswith("k"):
-        return lc.AdaptiveQuantization(int(name[1:]))
-    return {"sb": lc.ScaledBinaryQuantization,
-            "st": lc.ScaledTernaryQuantization}[name]()
+        return lc.get_codebook("adaptive", k=int(name[1:]))
+    return lc.get_codebook(
+        {"sb": "scaled_binary", "st": "scaled_ternary"}[name])
 
 
 def codebook_label(name):
