@@ -31,6 +31,7 @@ from lc_keras.quantized import MAX_ENTRIES
 __all__ = [
     "AdaptiveQuantization",
     "BinaryQuantization",
+    "DEFAULT_K",
     "FixedCodebook",
     "NAMES",
     "PowersOfTwoQuantization",
