@@ -20,15 +20,16 @@ import keras
 import numpy as np
 
 import lc_keras as lc
+from lc_keras import codebooks
+from lc_keras import files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX .gz "
                     "files. Default: Debian's dataset-fashion-mnist path when "
                     "present, else the Keras loader.")
 flags.DEFINE_integer("k", 2, "Codebook size for --codebook=adaptive.")
-flags.DEFINE_enum("codebook", "adaptive",
-                  ["adaptive", "binary", "scaled_binary", "ternary",
-                   "scaled_ternary", "powers_of_two"], "Codebook type.")
+flags.DEFINE_enum("codebook", "adaptive", list(codebooks.NAMES),
+                  "Codebook type.")
 flags.DEFINE_string("reference", "runs/lenet300_reference.keras",
                     "Reference model: loaded if the file exists, else trained "
                     "and saved there.")
@@ -72,14 +73,9 @@ def lc_optimizer():
 
 
 def make_codebook():
-    return {
-        "adaptive": lambda: lc.AdaptiveQuantization(FLAGS.k),
-        "binary": lc.BinaryQuantization,
-        "scaled_binary": lc.ScaledBinaryQuantization,
-        "ternary": lc.TernaryQuantization,
-        "scaled_ternary": lc.ScaledTernaryQuantization,
-        "powers_of_two": lc.PowersOfTwoQuantization,
-    }[FLAGS.codebook]()
+    if FLAGS.codebook == "adaptive":
+        return lc.get_codebook("adaptive", k=FLAGS.k)
+    return lc.get_codebook(FLAGS.codebook)
 
 
 def train_reference(x, y, xt, yt):
@@ -116,7 +112,7 @@ def main(argv):
         reference = train_reference(x, y, xt, yt)
         ref_seconds = time.time() - start
         os.makedirs(os.path.dirname(FLAGS.reference) or ".", exist_ok=True)
-        with lc.files.atomic_path(FLAGS.reference) as tmp:
+        with files.atomic_path(FLAGS.reference) as tmp:
             reference.save(tmp)
     rows = [("reference (float)",) + measure(reference, x, y, xt, yt)
             + (1.0, FLAGS.ref_epochs, ref_seconds)]
@@ -150,7 +146,7 @@ def main(argv):
 
     quantized = model.quantized_model()
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
-    with lc.files.atomic_path(FLAGS.out) as tmp:
+    with files.atomic_path(FLAGS.out) as tmp:
         quantized.save(tmp)
 
     name = (f"K={FLAGS.k}" if FLAGS.codebook == "adaptive"

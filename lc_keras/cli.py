@@ -35,10 +35,15 @@ from absl import logging
 import keras
 import numpy as np
 
+import lc_keras as lc
+from lc_keras import codebooks
+from lc_keras import datasets
 from lc_keras import files
+from lc_keras.export import export_tflite
+from lc_keras.summary import profile as profile_of
+from lc_keras.summary import summary
 
-CODEBOOKS = ("adaptive", "binary", "scaled_binary", "ternary",
-             "scaled_ternary", "powers_of_two")
+CODEBOOKS = codebooks.NAMES
 COMMANDS = ("compress",)
 USAGE = """\
 usage: python -m lc_keras compress --model MODEL.keras --dataset DATASET \
@@ -196,8 +201,6 @@ def load_data(dataset, data_dir=None):
     >>> x.shape, yt.tolist()
     ((4, 3), [0, 1, 2, 3])
     """
-    from lc_keras import datasets
-
     if dataset == "fashion_mnist":
         return datasets.load_fashion_mnist(data_dir)
     return datasets.load_npz(dataset)
@@ -245,18 +248,11 @@ def prepare_inputs(x, model):
 
 
 def _codebook(fv):
-    import lc_keras as lc
-
+    """The codebook of every compressed kernel (--codebook, --k)."""
     kwargs = {"per_channel": fv.per_channel}
     if fv.codebook == "adaptive":
-        return lc.AdaptiveQuantization(fv.k, **kwargs)
-    return {
-        "binary": lc.BinaryQuantization,
-        "scaled_binary": lc.ScaledBinaryQuantization,
-        "ternary": lc.TernaryQuantization,
-        "scaled_ternary": lc.ScaledTernaryQuantization,
-        "powers_of_two": lc.PowersOfTwoQuantization,
-    }[fv.codebook](**kwargs)
+        kwargs["k"] = fv.k
+    return codebooks.get(fv.codebook, **kwargs)
 
 
 def _loss(fv, reference):
@@ -284,8 +280,6 @@ def _optimizer(fv):
 
 
 def _schedule(fv):
-    import lc_keras as lc
-
     if fv.budget:
         return lc.MuSchedule.for_budget(fv.budget,
                                         step_batches=fv.step_batches)
@@ -430,34 +424,11 @@ def append_result(path, row):
     files.atomic_write_text(_folder_for(path), text + out.getvalue())
 
 
-def compress(fv, print_fn=print):
-    """Runs `compress` with parsed flags (see `define_flags`).
-
-    Args:
-        fv: Parsed `FlagValues` from `define_flags`.
-        print_fn: Receives the final report, line by line.
-
-    Returns:
-        A dict: `model` (the trained `LCModel`), `profile` (its
-        `ModelProfile`), `test_error` and `reference_error` (percent; NaN
-        without an accuracy metric), `history` (dict), `tflite` (the
-        `TFLiteExport`, or None).
-
-    Example:
-
-    >>> fv = define_flags()
-    >>> _ = fv(["lc_keras", "--model", "ref.keras", "--out", "q.keras"])
-    >>> result = compress(fv)  # doctest: +SKIP
-    """
-    _check(fv)
-    import lc_keras as lc
-    from lc_keras.summary import profile as profile_of
-    from lc_keras.summary import summary
-
-    keras.utils.set_random_seed(fv.seed)
+def _load(fv):
+    """The reference model, its evaluation copy and the prepared data."""
     # Two copies: one keeps the saved compile state (loss) and is compiled
-    # here to measure the reference; LC trains the other, uncompiled, so that
-    # no optimizer of ours is saved inside the LCModel.
+    # to measure the reference; LC trains the other, uncompiled, so that no
+    # optimizer of ours is saved inside the LCModel.
     evaluation = lc.load_model(fv.model)
     reference = lc.load_model(fv.model, compile=False)
     if isinstance(reference, lc.LCModel):
@@ -470,12 +441,13 @@ def compress(fv, print_fn=print):
         x, y = x[:fv.train_subset], y[:fv.train_subset]
     logging.info("Data: %d training and %d test examples of shape %s.",
                  len(x), len(xt), x.shape[1:])
+    return evaluation, reference, (x, y, xt, yt)
 
-    loss, metrics = _loss(fv, evaluation)
-    evaluation.compile(loss=loss, metrics=metrics)
-    reference_error, _ = _error(evaluation, xt, yt, fv.batch_size)
-    del evaluation
 
+def _train(fv, reference, loss, metrics, data):
+    """Wraps the reference in an LCModel and trains it; (model, schedule,
+    history dict)."""
+    x, y, xt, yt = data
     spec = _codebook(fv)
     if fv.keep_float:
         spec = {"*": spec, **{name: None for name in fv.keep_float}}
@@ -494,17 +466,19 @@ def compress(fv, print_fn=print):
     history = history_dict(history)
     if fv.history:
         _write_json(fv.history, history)
+    return model, schedule, history
 
-    test_error, _ = _error(model, xt, yt, fv.batch_size)
-    profile = profile_of(model)
+
+def _write_outputs(fv, model, profile, schedule, errors):
+    """Saves the models, the TFLite file and the results row that were asked
+    for; returns the `TFLiteExport` or None."""
+    test_error, reference_error = errors
     if fv.out:
         _save(model.quantized_model(), fv.out)
     if fv.save_lc:
         _save(model, fv.save_lc)
     exported = None
     if fv.tflite:
-        from lc_keras.export import export_tflite  # heavy: only when asked
-
         exported = export_tflite(model, _folder_for(fv.tflite))
     if fv.results:
         append_result(fv.results, {
@@ -515,7 +489,12 @@ def compress(fv, print_fn=print):
             "test_error": f"{test_error:.4g}",
             "reference_error": f"{reference_error:.4g}",
             "epochs": schedule.total_epochs, "model": fv.model})
+    return exported
 
+
+def _report(fv, profile, errors, exported, print_fn):
+    """Prints the summary table, the errors and the files written."""
+    test_error, reference_error = errors
     summary(profile, print_fn=print_fn)
     if not math.isnan(test_error):
         print_fn(f"Test error: {test_error:.2f}% quantized, "
@@ -528,6 +507,44 @@ def compress(fv, print_fn=print):
         print_fn(f"Wrote TFLite: {exported.path} ({exported.size_bytes:,} "
                  f"bytes; indices {exported.index_bytes:,}, codebooks "
                  f"{exported.codebook_bytes:,}).")
+
+
+def compress(fv, print_fn=print):
+    """Runs `compress` with parsed flags (see `define_flags`).
+
+    The phases: check the flags, load the reference and the data, measure
+    the reference, train the LC model, write the outputs, report.
+
+    Args:
+        fv: Parsed `FlagValues` from `define_flags`.
+        print_fn: Receives the final report, line by line.
+
+    Returns:
+        A dict: `model` (the trained `LCModel`), `profile` (its
+        `ModelProfile`), `test_error` and `reference_error` (percent; NaN
+        without an accuracy metric), `history` (dict), `tflite` (the
+        `TFLiteExport`, or None).
+
+    Example:
+
+    >>> fv = define_flags()
+    >>> _ = fv(["lc_keras", "--model", "ref.keras", "--out", "q.keras"])
+    >>> result = compress(fv)  # doctest: +SKIP
+    """
+    _check(fv)
+    keras.utils.set_random_seed(fv.seed)
+    evaluation, reference, data = _load(fv)
+    loss, metrics = _loss(fv, evaluation)
+    evaluation.compile(loss=loss, metrics=metrics)
+    reference_error, _ = _error(evaluation, data[2], data[3], fv.batch_size)
+    del evaluation
+
+    model, schedule, history = _train(fv, reference, loss, metrics, data)
+    test_error, _ = _error(model, data[2], data[3], fv.batch_size)
+    profile = profile_of(model)
+    errors = (test_error, reference_error)
+    exported = _write_outputs(fv, model, profile, schedule, errors)
+    _report(fv, profile, errors, exported, print_fn)
     return {"model": model, "profile": profile, "test_error": test_error,
             "reference_error": reference_error, "history": history,
             "tflite": exported}

@@ -1,515 +1,48 @@
-"""C steps as projections onto quantized sets.
+"""C steps as small serializable classes: the codebooks of `LCModel`.
 
 The C step of the LC algorithm projects, per codebook group, the vector
-`v = w - lambda/mu` onto the feasible set of quantized vectors:
-
-    Theta = argmin_{C, z} || v - Delta(C, z) ||**2,   Delta(C, z)_i = C[z_i].
-
-Each projection here is a pure TensorFlow function over a batch of rows `v` of
-shape `[G, n]` (one row per codebook: per layer, per shared group or per
-output channel) that returns `(codebook, indices)`: float32 `[G, K]` sorted
-ascending per row and int32 `[G, n]` in `[0, K)`. They run eagerly and inside
-`tf.function`.
-
-A small serializable class wraps each projection (`AdaptiveQuantization`,
-`BinaryQuantization`, ...); all derive from `Quantization`. The classes know
-nothing of Keras models: `per_channel` and `shared` are stored for the model
-to read.
+`v = w - lambda/mu` onto a set of quantized vectors (see
+`lc_keras.projections`, which holds the pure projection functions). Each class
+here names one such set and its arguments (`AdaptiveQuantization`,
+`BinaryQuantization`, ...); all derive from `Quantization`, serialize with
+Keras (`get_config` returns the constructor arguments) and are found by name
+with `get`. The classes know nothing of Keras models: `per_channel` and
+`shared` are stored for the model to read.
 """
 
 import abc
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from lc_keras import kmeans as _km
-from lc_keras.kmeans import assign_nearest
+from lc_keras import projections
+from lc_keras.checks import check_bool
+from lc_keras.checks import check_choice
+from lc_keras.checks import check_distinct_numbers
+from lc_keras.checks import check_flags
+from lc_keras.checks import check_int
+from lc_keras.checks import check_int_interval
+from lc_keras.checks import check_seed
+from lc_keras.kmeans import DEFAULT_MAX_ITER
+from lc_keras.kmeans import as_rows
+from lc_keras.kmeans import broadcast_rows
+from lc_keras.quantized import MAX_ENTRIES
 
 __all__ = [
     "AdaptiveQuantization",
     "BinaryQuantization",
+    "DEFAULT_K",
     "FixedCodebook",
+    "NAMES",
     "PowersOfTwoQuantization",
     "Quantization",
     "ScaledBinaryQuantization",
     "ScaledTernaryQuantization",
     "TernaryQuantization",
-    "assign_nearest",
-    "projection_adaptive",
-    "projection_binary",
-    "projection_fixed_codebook",
-    "projection_powers_of_two",
-    "projection_scaled_binary",
-    "projection_scaled_ternary",
-    "projection_ternary",
+    "get",
 ]
 
-MAX_ENTRIES = 65536
-_METHODS = ("auto", "exact", "lloyd")
-_MIN_EXPONENT = -126  # smallest normal float32 power of two
-_MAX_EXPONENT = 127
-
-
-# --------------------------------------------------------------------------
-# Helpers.
-# --------------------------------------------------------------------------
-
-
-def _rows(v, owner):
-    return _km._as_rows(v, "v", owner)
-
-
-def _tile(values, v):
-    """A constant codebook row `[K]` repeated for every row of `v`."""
-    row = tf.constant(np.asarray(values, np.float32))[None, :]
-    return tf.tile(row, tf.stack([tf.shape(v)[0], 1]))
-
-
-def _previous(previous, v, k, owner):
-    if previous is None:
-        return None
-    previous = _km._as_rows(previous, "previous", owner)
-    if previous.shape[1] is not None and previous.shape[1] != k:
-        raise ValueError(
-            f"{owner} requires previous of shape [G, {k}] (one codebook row "
-            f"per row of v). Received: previous.shape={tuple(previous.shape)}"
-        )
-    return _km._broadcast_rows(previous, v, "previous", owner)
-
-
-def _row_sum64(x):
-    return tf.reduce_sum(tf.cast(x, tf.float64), axis=1)
-
-
-def _check_method(method, owner):
-    if method not in _METHODS:
-        raise ValueError(
-            f"{owner} requires method to be one of "
-            f"{', '.join(repr(m) for m in _METHODS)}. "
-            f"Received: method={method!r}"
-        )
-    return method
-
-
-def _check_exponents(min_exponent, max_exponent, owner):
-    lo = _km._check_int(min_exponent, "min_exponent", owner,
-                        minimum=_MIN_EXPONENT, maximum=_MAX_EXPONENT)
-    hi = _km._check_int(max_exponent, "max_exponent", owner,
-                        minimum=_MIN_EXPONENT, maximum=_MAX_EXPONENT)
-    if lo > hi:
-        raise ValueError(
-            f"{owner} requires min_exponent <= max_exponent. Received: "
-            f"min_exponent={lo}, max_exponent={hi}"
-        )
-    return lo, hi
-
-
-def _powers_of_two(min_exponent, max_exponent):
-    pos = [2.0**e for e in range(min_exponent, max_exponent + 1)]
-    return [-p for p in reversed(pos)] + [0.0] + pos
-
-
-def _check_values(values, owner):
-    """Validates a fixed codebook; returns the float32 values as a list."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{owner} requires values to be a list of numbers. "
-            f"Received: values={values!r}"
-        ) from None
-    if array.ndim != 1:
-        raise ValueError(
-            f"{owner} requires values to be a flat list of numbers. "
-            f"Received: values={values!r} (shape {array.shape})"
-        )
-    if array.size == 0:
-        raise ValueError(
-            f"{owner} requires at least one value. Received: values={values!r}"
-        )
-    if array.size > MAX_ENTRIES:
-        raise ValueError(
-            f"{owner} requires at most {MAX_ENTRIES} values. "
-            f"Received: {array.size} values"
-        )
-    for i, x in enumerate(array):
-        if not np.isfinite(x) or abs(x) > np.finfo(np.float32).max:
-            raise ValueError(
-                f"{owner} requires finite float32 values. Received: "
-                f"values[{i}]={float(x)!r} in values={values!r}"
-            )
-    as32 = array.astype(np.float32)
-    unique, counts = np.unique(as32, return_counts=True)
-    if np.any(counts > 1):
-        dup = float(unique[np.argmax(counts > 1)])
-        raise ValueError(
-            f"{owner} requires distinct values (in float32). Received: "
-            f"value {dup!r} more than once in values={values!r}"
-        )
-    return [float(x) for x in array]
-
-
-def _check_trainable(trainable, size, owner):
-    if trainable is None or isinstance(trainable, (bool, np.bool_)):
-        return trainable if trainable is None else bool(trainable)
-    try:
-        flags = list(trainable)
-    except TypeError:
-        raise TypeError(
-            f"{owner} requires trainable to be None, a bool or a list of "
-            f"bools. Received: trainable={trainable!r}"
-        ) from None
-    if len(flags) != size:
-        raise ValueError(
-            f"{owner} requires one trainable flag per value ({size}). "
-            f"Received: trainable={trainable!r} (length {len(flags)})"
-        )
-    for i, flag in enumerate(flags):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(
-                f"{owner} requires trainable to hold bools. Received: "
-                f"trainable[{i}]={flag!r} (of type {type(flag).__name__})"
-            )
-    return [bool(f) for f in flags]
-
-
-def _entry_bounds(sorted_values, sorted_mask):
-    """Per-entry intervals for the constrained Lloyd update.
-
-    A fixed entry gets `[value, value]`; a free entry is confined between its
-    nearest fixed neighbours, which keeps fixed entries at their positions in
-    the sorted codebook.
-    """
-    k = len(sorted_values)
-    lower = np.full(k, -np.inf, np.float32)
-    upper = np.full(k, np.inf, np.float32)
-    below = -np.inf
-    for j in range(k):
-        if sorted_mask[j]:
-            lower[j] = below
-        else:
-            below = lower[j] = upper[j] = sorted_values[j]
-    above = np.inf
-    for j in reversed(range(k)):
-        if sorted_mask[j]:
-            upper[j] = above
-        else:
-            above = sorted_values[j]
-    return lower, upper
-
-
-# --------------------------------------------------------------------------
-# Projections (pure functions).
-# --------------------------------------------------------------------------
-
-
-def projection_adaptive(v, k, previous=None, method="auto",
-                        max_iter=_km.DEFAULT_MAX_ITER, seed=0):
-    """Projection onto vectors with at most `k` distinct values (1-D k-means).
-
-    Solves, for every row `g`,
-
-        argmin_{c in R^k, z in {0..k-1}^n} sum_i (v[g, i] - c[z_i])**2
-
-    `method="exact"` solves it globally by dynamic programming
-    (`kmeans_1d_exact`, small rows only). `method="lloyd"` runs Lloyd's
-    algorithm (`kmeans_1d`) from `previous` when given (warm start) or from
-    k-means++ seeds. `method="auto"` uses "exact" when the DP is cheap for the
-    static shape (`G * (n+1)**2 <= 2**20` and `G * (n+1)**2 * k <= 2**23`),
-    else "lloyd".
-
-    Args:
-        v: float tensor `[G, n]`.
-        k: Number of codebook entries (int >= 1).
-        previous: Optional warm start `[G, k]` (used by Lloyd only).
-        method: "auto", "exact" or "lloyd".
-        max_iter: Maximum Lloyd iterations.
-        seed: Seed of the k-means++ seeding.
-
-    Returns:
-        `(codebook [G, k] float32 sorted ascending, indices [G, n] int32)`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> c, z = projection_adaptive(tf.constant([[0.0, 1.0, 4.0, 5.0]]), 2)
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[0.5, 4.5]], [[0, 0, 1, 1]])
-    """
-    owner = "projection_adaptive"
-    method = _check_method(method, owner)
-    v = _rows(v, owner)
-    previous = _previous(previous, v, k, owner)
-    if method == "auto":
-        exact = _km._exact_is_cheap(v.shape[0], v.shape[1], k)
-        method = "exact" if exact else "lloyd"
-    if method == "exact":
-        return _km.kmeans_1d_exact(v, k)
-    return _km.kmeans_1d(v, k, init=previous, max_iter=max_iter, seed=seed)
-
-
-def projection_binary(v):
-    """Projection onto {-1, +1}.
-
-    Solves `argmin_{z in {0,1}^n} sum_i (v[g, i] - c[z_i])**2` with
-    `c = [-1, +1]`: `z_i = 1` iff `v_i >= 0` (0 maps to +1).
-
-    Args:
-        v: float tensor `[G, n]`.
-
-    Returns:
-        `(codebook [G, 2] = [-1, 1], indices [G, n] int32)`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> c, z = projection_binary(tf.constant([[-0.3, 0.0, 2.0]]))
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[-1.0, 1.0]], [[0, 1, 1]])
-    """
-    v = _rows(v, "projection_binary")
-    return _tile([-1.0, 1.0], v), tf.cast(v >= 0, tf.int32)
-
-
-def projection_scaled_binary(v):
-    """Projection onto {-a, +a} with a learned scale `a >= 0`.
-
-    Solves `argmin_{a >= 0, z} sum_i (v[g, i] - a * s_{z_i})**2` with
-    `s = [-1, +1]`, in closed form: `z_i = 1` iff `v_i >= 0` and
-    `a = mean_i |v_i|` (0 for an all-zero row).
-
-    Args:
-        v: float tensor `[G, n]`.
-
-    Returns:
-        `(codebook [G, 2] = [-a, a], indices [G, n] int32)`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> c, z = projection_scaled_binary(tf.constant([[-1.0, 2.0, 3.0]]))
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[-2.0, 2.0]], [[0, 1, 1]])
-    """
-    v = _rows(v, "projection_scaled_binary")
-    a = tf.cast(tf.reduce_mean(tf.abs(tf.cast(v, tf.float64)), axis=1),
-                tf.float32)
-    return tf.stack([-a, a], axis=1), tf.cast(v >= 0, tf.int32)
-
-
-def projection_ternary(v):
-    """Projection onto {-1, 0, +1}.
-
-    Solves `argmin_z sum_i (v[g, i] - c[z_i])**2` with `c = [-1, 0, 1]`:
-    `v_i -> sign(v_i)` if `|v_i| > 1/2`, else 0 (ties go to 0).
-
-    Args:
-        v: float tensor `[G, n]`.
-
-    Returns:
-        `(codebook [G, 3] = [-1, 0, 1], indices [G, n] int32)`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> c, z = projection_ternary(tf.constant([[-0.7, 0.5, 0.6]]))
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[-1.0, 0.0, 1.0]], [[0, 1, 2]])
-    """
-    v = _rows(v, "projection_ternary")
-    return _tile([-1.0, 0.0, 1.0], v), _ternary_indices(v, 0.5)
-
-
-def _ternary_indices(v, half):
-    one = tf.ones_like(v, tf.int32)
-    big = tf.abs(v) > half
-    return tf.where(big, tf.where(v > 0, 2 * one, 0 * one), one)
-
-
-def projection_scaled_ternary(v):
-    """Projection onto {-a, 0, +a} with a learned scale `a >= 0`.
-
-    Solves `argmin_{a >= 0, z} sum_i (v[g, i] - a * s_{z_i})**2` with
-    `s = [-1, 0, 1]`, in closed form (Carreira-Perpinan & Idelbayev, 2017):
-    sort `|v|` descending into `s_1 >= ... >= s_n`, take
-    `j* = argmax_j (sum_{i<=j} s_i) / sqrt(j)` and
-    `a = (1/j*) sum_{i<=j*} s_i`; then `v_i -> a * sign(v_i)` if
-    `|v_i| > a/2`, else 0. An all-zero row gives `a = 0`.
-
-    Args:
-        v: float tensor `[G, n]`.
-
-    Returns:
-        `(codebook [G, 3] = [-a, 0, a], indices [G, n] int32)`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> c, z = projection_scaled_ternary(tf.constant([[-2.0, 0.1, 2.0, 0.0]]))
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[-2.0, 0.0, 2.0]], [[0, 1, 2, 1]])
-    """
-    v = _rows(v, "projection_scaled_ternary")
-    s = tf.sort(tf.abs(tf.cast(v, tf.float64)), axis=1, direction="DESCENDING")
-    cum = tf.cumsum(s, axis=1)
-    j = tf.cast(tf.range(1, tf.shape(s)[1] + 1), tf.float64)
-    best = tf.argmax(cum / tf.sqrt(j), axis=1, output_type=tf.int32)
-    total = tf.gather(cum, best[:, None], batch_dims=1)[:, 0]
-    a = tf.cast(total / tf.cast(best + 1, tf.float64), tf.float32)
-    zero = tf.zeros_like(a)
-    codebook = tf.stack([-a, zero, a], axis=1)
-    return codebook, _ternary_indices(v, 0.5 * a[:, None])
-
-
-def projection_powers_of_two(v, min_exponent=-7, max_exponent=0, scaled=False,
-                             previous=None, max_iter=_km.DEFAULT_MAX_ITER):
-    """Projection onto {0, +-2**e : min_exponent <= e <= max_exponent}.
-
-    With `scaled=False` solves `argmin_z sum_i (v[g, i] - c[z_i])**2` for the
-    fixed codebook `c` (nearest codeword). With `scaled=True` solves
-    (locally) `argmin_{a > 0, z} sum_i (v[g, i] - a * c[z_i])**2` by
-    alternating the nearest assignment for `a` and the closed-form
-    least-squares scale `a = sum_i v_i c[z_i] / sum_i c[z_i]**2` until `a`
-    stops changing (or `max_iter`). The scale starts from `previous` (its
-    largest entry is `a * 2**max_exponent`) when given, else from
-    `max|v| / 2**max_exponent`; an all-zero row keeps `a = 1`.
-
-    Args:
-        v: float tensor `[G, n]`.
-        min_exponent: Smallest exponent (int).
-        max_exponent: Largest exponent (int).
-        scaled: Whether to learn the scale `a`.
-        previous: Optional previous codebook `[G, K]` (warm start of `a`).
-        max_iter: Maximum alternations when `scaled`.
-
-    Returns:
-        `(codebook [G, K] float32 sorted ascending, indices [G, n] int32)`
-        with `K = 2 * (max_exponent - min_exponent + 1) + 1`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> c, z = projection_powers_of_two(tf.constant([[0.3, -0.9, 0.01]]),
-    ...                                 min_exponent=-2, max_exponent=0)
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]], [[4, 0, 3]])
-    """
-    owner = "projection_powers_of_two"
-    lo, hi = _check_exponents(min_exponent, max_exponent, owner)
-    scaled = _km._check_bool(scaled, "scaled", owner)
-    max_iter = _km._check_int(max_iter, "max_iter", owner, minimum=0)
-    base = _powers_of_two(lo, hi)
-    v = _rows(v, owner)
-    previous = _previous(previous, v, len(base), owner)
-    if not scaled:
-        codebook = _tile(base, v)
-        return codebook, assign_nearest(v, codebook)
-    a = _scale_tf(v, previous, tf.constant(base, tf.float32),
-                  tf.constant(max_iter, tf.int32))
-    codebook = a[:, None] * tf.constant(base, tf.float32)[None, :]
-    return codebook, assign_nearest(v, codebook)
-
-
-def _fit_scale(v, previous, base, max_iter):
-    """Alternating fit of the scale `a` of `a * base` on sorted rows.
-
-    One alternation costs O(K log n): the cluster boundaries of `a * base` in
-    the sorted row (`tf.searchsorted`), then `a = sum_j base_j S_j /
-    sum_j base_j**2 n_j` with cluster sums `S_j` and sizes `n_j` read from
-    float64 prefix sums.
-    """
-    top = base[-1]
-    if previous is None:
-        a = tf.reduce_max(tf.abs(v), axis=1) / top
-    else:
-        a = previous[:, -1] / top
-    good = tf.logical_and(a > 0, tf.math.is_finite(a))
-    a = tf.where(good, a, tf.ones_like(a))
-    s = tf.sort(v, axis=1)
-    prefix = _km._prefix_sums(s)
-    rows = tf.shape(s)[0]
-    first = tf.zeros(tf.stack([rows, 1]), tf.int32)
-    last = tf.fill(tf.stack([rows, 1]), tf.shape(s)[1])
-    mid = 0.5 * base[:-1] + 0.5 * base[1:]
-    c = tf.cast(base, tf.float64)[None, :]
-
-    def update(a):
-        b = tf.searchsorted(s, a[:, None] * mid[None, :], side="left",
-                            out_type=tf.int32)
-        bounds = tf.concat([first, b, last], axis=1)
-        sums = tf.gather(prefix, bounds, batch_dims=1)
-        sums = sums[:, 1:] - sums[:, :-1]
-        count = tf.cast(bounds[:, 1:] - bounds[:, :-1], tf.float64)
-        num = tf.reduce_sum(c * sums, axis=1)
-        den = tf.reduce_sum(c * c * count, axis=1)
-        new = tf.cast(tf.math.divide_no_nan(num, den), tf.float32)
-        ok = tf.logical_and(num > 0, tf.math.is_finite(new))
-        return tf.where(tf.logical_and(ok, new > 0), new, a)
-
-    return _km._fixed_point(update, a, max_iter)
-
-
-_scale_tf = tf.function(_fit_scale, reduce_retracing=True, autograph=False)
-
-
-def projection_fixed_codebook(v, values, trainable=None, previous=None,
-                              max_iter=_km.DEFAULT_MAX_ITER):
-    """Projection onto a given codebook, optionally with learned entries.
-
-    With no trainable entry solves `argmin_z sum_i (v[g, i] - c[z_i])**2`
-    (nearest codeword). With trainable entries solves (locally)
-    `argmin_{c_free, z} sum_i (v[g, i] - c[z_i])**2` where the fixed entries
-    keep their values, by alternating the nearest assignment and the
-    closed-form update of each free entry (the mean of its values, kept
-    between its fixed neighbours so the layout of the sorted codebook does
-    not change; an entry with no values keeps its value). Free entries start
-    from `values`, or from `previous` (a codebook produced by this projection)
-    when given.
-
-    Args:
-        v: float tensor `[G, n]`.
-        values: Codebook entries, distinct finite numbers (any order; the
-            returned codebook is sorted).
-        trainable: None (all fixed), a bool (all entries) or one bool per
-            entry of `values` (same order).
-        previous: Optional previous codebook `[G, K]` (warm start).
-        max_iter: Maximum alternations.
-
-    Returns:
-        `(codebook [G, K] float32 sorted ascending, indices [G, n] int32)`.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> v = tf.constant([[0.1, 2.0, 3.0, -1.0]])
-    >>> c, z = projection_fixed_codebook(v, [0.0, 1.0],
-    ...                                  trainable=[False, True])
-    >>> c.numpy().tolist(), z.numpy().tolist()
-    ([[0.0, 2.5]], [[0, 1, 1, 0]])
-    """
-    owner = "projection_fixed_codebook"
-    values = _check_values(values, owner)
-    trainable = _check_trainable(trainable, len(values), owner)
-    max_iter = _km._check_int(max_iter, "max_iter", owner, minimum=0)
-    order = np.argsort(np.asarray(values, np.float32), kind="stable")
-    sorted_values = np.asarray(values, np.float32)[order]
-    if trainable is None or trainable is False:
-        mask = np.zeros(len(values), bool)
-    elif trainable is True:
-        mask = np.ones(len(values), bool)
-    else:
-        mask = np.asarray(trainable, bool)[order]
-    v = _rows(v, owner)
-    previous = _previous(previous, v, len(values), owner)
-    init = _tile(sorted_values, v)
-    if not mask.any():
-        return init, assign_nearest(v, init)
-    if previous is not None:
-        init = tf.where(tf.constant(mask)[None, :], previous, init)
-    lower, upper = _entry_bounds(sorted_values, mask)
-    return _km._lloyd(v, init, len(values), max_iter,
-                      lower=tf.constant(lower), upper=tf.constant(upper))
+_EXPONENTS = ("min_exponent", "max_exponent")
 
 
 # --------------------------------------------------------------------------
@@ -538,8 +71,8 @@ class Quantization(abc.ABC):
 
     def __init__(self, *, per_channel=False, shared=False):
         owner = type(self).__name__
-        self.per_channel = _km._check_bool(per_channel, "per_channel", owner)
-        self.shared = _km._check_bool(shared, "shared", owner)
+        self.per_channel = check_bool(owner, "per_channel", per_channel)
+        self.shared = check_bool(owner, "shared", shared)
 
     @property
     def kind(self):
@@ -575,11 +108,13 @@ class Quantization(abc.ABC):
         ([[-1.0, 0.0, 1.0]], [[2, 1]])
         """
         owner = f"{self.kind}.project"
-        v = _rows(v, owner)
-        previous = _previous(previous, v, self.num_entries, owner)
+        v = as_rows(v, "v", owner)
+        if previous is not None:
+            previous = broadcast_rows(previous, v, "previous", owner,
+                                      k=self.num_entries)
         codebook, indices = self._project(v, previous)
-        return (_km._fix_shape(codebook, v.shape[0], self.num_entries),
-                _km._fix_shape(indices, v.shape[0], v.shape[1]))
+        return (tf.ensure_shape(codebook, [v.shape[0], self.num_entries]),
+                tf.ensure_shape(indices, [v.shape[0], v.shape[1]]))
 
     def get_config(self):
         """Returns the constructor arguments as a dict."""
@@ -603,7 +138,7 @@ class AdaptiveQuantization(Quantization):
 
         argmin_{c in R^k, z in {0..k-1}^n} sum_i (v[g, i] - c[z_i])**2
 
-    (see `projection_adaptive`). `method`:
+    (see `projections.projection_adaptive`). `method`:
 
     * `"lloyd"`: Lloyd's algorithm on sorted rows, seeded by k-means++ at the
       first C step and warm-started from the previous codebook afterwards.
@@ -633,14 +168,15 @@ class AdaptiveQuantization(Quantization):
         per_channel=False, shared=False)
     """
 
-    def __init__(self, k, *, method="auto", max_iter=_km.DEFAULT_MAX_ITER,
+    def __init__(self, k, *, method="auto", max_iter=DEFAULT_MAX_ITER,
                  seed=0, per_channel=False, shared=False):
         super().__init__(per_channel=per_channel, shared=shared)
         owner = type(self).__name__
-        self.k = _km._check_int(k, "k", owner, minimum=2, maximum=MAX_ENTRIES)
-        self.method = _check_method(method, owner)
-        self.max_iter = _km._check_int(max_iter, "max_iter", owner, minimum=0)
-        self.seed = _km._check_seed(seed, owner)
+        self.k = check_int(owner, "k", k, low=2, high=MAX_ENTRIES)
+        self.method = check_choice(owner, "method", method,
+                                   projections.METHODS)
+        self.max_iter = check_int(owner, "max_iter", max_iter, low=0)
+        self.seed = check_seed(owner, seed)
 
     @property
     def num_entries(self):
@@ -648,9 +184,9 @@ class AdaptiveQuantization(Quantization):
         return self.k
 
     def _project(self, v, previous):
-        return projection_adaptive(v, self.k, previous=previous,
-                                   method=self.method, max_iter=self.max_iter,
-                                   seed=self.seed)
+        return projections.projection_adaptive(
+            v, self.k, previous=previous, method=self.method,
+            max_iter=self.max_iter, seed=self.seed)
 
     def get_config(self):
         """Returns the constructor arguments as a dict."""
@@ -682,7 +218,7 @@ class BinaryQuantization(Quantization):
         return 2
 
     def _project(self, v, previous):
-        return projection_binary(v)
+        return projections.projection_binary(v)
 
 
 @keras.saving.register_keras_serializable(package="lc_keras")
@@ -710,7 +246,7 @@ class ScaledBinaryQuantization(Quantization):
         return 2
 
     def _project(self, v, previous):
-        return projection_scaled_binary(v)
+        return projections.projection_scaled_binary(v)
 
 
 @keras.saving.register_keras_serializable(package="lc_keras")
@@ -737,7 +273,7 @@ class TernaryQuantization(Quantization):
         return 3
 
     def _project(self, v, previous):
-        return projection_ternary(v)
+        return projections.projection_ternary(v)
 
 
 @keras.saving.register_keras_serializable(package="lc_keras")
@@ -745,7 +281,7 @@ class ScaledTernaryQuantization(Quantization):
     """Scaled ternary codebook {-a, 0, +a}, `a` in closed form.
 
     The C step solves `argmin_{a >= 0, z} sum_i (v_i - a * s_{z_i})**2`,
-    `s = [-1, 0, 1]` (see `projection_scaled_ternary`).
+    `s = [-1, 0, 1]` (see `projections.projection_scaled_ternary`).
 
     Args:
         per_channel: One scale per output channel (read by the model).
@@ -766,7 +302,7 @@ class ScaledTernaryQuantization(Quantization):
         return 3
 
     def _project(self, v, previous):
-        return projection_scaled_ternary(v)
+        return projections.projection_scaled_ternary(v)
 
 
 @keras.saving.register_keras_serializable(package="lc_keras")
@@ -779,7 +315,7 @@ class PowersOfTwoQuantization(Quantization):
     `argmin_z sum_i (v_i - c[z_i])**2` (nearest codeword), or with
     `scaled=True` `argmin_{a > 0, z} sum_i (v_i - a * c[z_i])**2` by
     alternating assignment and the closed-form scale, warm-started from the
-    previous codebook (see `projection_powers_of_two`).
+    previous codebook (see `projections.projection_powers_of_two`).
 
     Args:
         min_exponent: Smallest exponent, an int in [-126, 127].
@@ -801,14 +337,16 @@ class PowersOfTwoQuantization(Quantization):
     """
 
     def __init__(self, min_exponent=-7, max_exponent=0, scaled=False, *,
-                 max_iter=_km.DEFAULT_MAX_ITER, per_channel=False,
+                 max_iter=DEFAULT_MAX_ITER, per_channel=False,
                  shared=False):
         super().__init__(per_channel=per_channel, shared=shared)
         owner = type(self).__name__
-        self.min_exponent, self.max_exponent = _check_exponents(
-            min_exponent, max_exponent, owner)
-        self.scaled = _km._check_bool(scaled, "scaled", owner)
-        self.max_iter = _km._check_int(max_iter, "max_iter", owner, minimum=0)
+        self.min_exponent, self.max_exponent = check_int_interval(
+            owner, _EXPONENTS, (min_exponent, max_exponent),
+            low=projections.EXPONENT_RANGE[0],
+            high=projections.EXPONENT_RANGE[1])
+        self.scaled = check_bool(owner, "scaled", scaled)
+        self.max_iter = check_int(owner, "max_iter", max_iter, low=0)
 
     @property
     def num_entries(self):
@@ -816,7 +354,7 @@ class PowersOfTwoQuantization(Quantization):
         return 2 * (self.max_exponent - self.min_exponent + 1) + 1
 
     def _project(self, v, previous):
-        return projection_powers_of_two(
+        return projections.projection_powers_of_two(
             v, self.min_exponent, self.max_exponent, scaled=self.scaled,
             previous=previous, max_iter=self.max_iter)
 
@@ -835,7 +373,8 @@ class FixedCodebook(Quantization):
     with trainable entries it also learns those entries (the others stay
     fixed), by alternating assignment and the closed-form mean update,
     warm-started from the previous codebook (see
-    `projection_fixed_codebook`). The returned codebook is sorted ascending.
+    `projections.projection_fixed_codebook`). The returned codebook is
+    sorted ascending.
 
     Args:
         values: Distinct finite numbers (any order), at most 65536.
@@ -855,13 +394,15 @@ class FixedCodebook(Quantization):
     """
 
     def __init__(self, values, trainable=None, *,
-                 max_iter=_km.DEFAULT_MAX_ITER, per_channel=False,
+                 max_iter=DEFAULT_MAX_ITER, per_channel=False,
                  shared=False):
         super().__init__(per_channel=per_channel, shared=shared)
         owner = type(self).__name__
-        self.values = _check_values(values, owner)
-        self.trainable = _check_trainable(trainable, len(self.values), owner)
-        self.max_iter = _km._check_int(max_iter, "max_iter", owner, minimum=0)
+        self.values = check_distinct_numbers(owner, "values", values,
+                                             max_size=MAX_ENTRIES)
+        self.trainable = check_flags(owner, "trainable", trainable,
+                                     len(self.values))
+        self.max_iter = check_int(owner, "max_iter", max_iter, low=0)
 
     @property
     def num_entries(self):
@@ -869,7 +410,7 @@ class FixedCodebook(Quantization):
         return len(self.values)
 
     def _project(self, v, previous):
-        return projection_fixed_codebook(
+        return projections.projection_fixed_codebook(
             v, self.values, trainable=self.trainable, previous=previous,
             max_iter=self.max_iter)
 
@@ -879,3 +420,115 @@ class FixedCodebook(Quantization):
             list(self.trainable) if isinstance(self.trainable, list)
             else self.trainable), "max_iter": self.max_iter,
             **super().get_config()}
+
+
+#: The codebook classes by snake-case name (the names of the command line's
+#: `--codebook`), each built by `get(name, **kwargs)`.
+_BY_NAME = {
+    "adaptive": AdaptiveQuantization,
+    "binary": BinaryQuantization,
+    "scaled_binary": ScaledBinaryQuantization,
+    "ternary": TernaryQuantization,
+    "scaled_ternary": ScaledTernaryQuantization,
+    "powers_of_two": PowersOfTwoQuantization,
+}
+#: The snake-case names `get` accepts (besides the class names).
+NAMES = tuple(_BY_NAME)
+#: `k` of `get("adaptive")` when no `k` is given (2 entries, 1 bit).
+DEFAULT_K = 2
+_CLASSES = {cls.__name__: cls for cls in (
+    AdaptiveQuantization, BinaryQuantization, FixedCodebook,
+    PowersOfTwoQuantization, ScaledBinaryQuantization,
+    ScaledTernaryQuantization, TernaryQuantization)}
+_PACKAGE = "lc_keras>"
+
+
+def _class_of(name, owner):
+    if isinstance(name, str):
+        if name.startswith(_PACKAGE):
+            name = name[len(_PACKAGE):]
+        cls = _BY_NAME.get(name) or _CLASSES.get(name)
+        if cls is not None:
+            return cls
+    accepted = ", ".join(repr(n) for n in NAMES + tuple(_CLASSES))
+    raise ValueError(
+        f"{owner} requires a codebook name, one of {accepted}. "
+        f"Received: {name!r}")
+
+
+def get(identifier, **kwargs):
+    """Returns a codebook (`Quantization`) from a name, a config or itself.
+
+    As `keras.quantizers.get`: the one table from names to codebook classes
+    (the command line, the example and the benchmark tool use it).
+
+    Args:
+        identifier: One of
+
+            * a `Quantization`: returned as is;
+            * a config dict, as `keras.saving.serialize_keras_object(q)`
+              returns it, or `{"class_name": "BinaryQuantization",
+              "config": {...}}` (`"config"` may be left out): a new object
+              from the config;
+            * a name: a snake-case name of `NAMES` (`"adaptive"`,
+              `"binary"`, `"scaled_binary"`, `"ternary"`, `"scaled_ternary"`,
+              `"powers_of_two"`) or a class name (`"BinaryQuantization"`,
+              also `"FixedCodebook"`, which needs `values`): a new object
+              with the default arguments updated by `kwargs`.
+              `"adaptive"` and `"AdaptiveQuantization"` take `k=DEFAULT_K`
+              (2) unless `kwargs` give `k`;
+            * None: returns None (a kernel left float).
+        **kwargs: Constructor arguments, only with a name (e.g.
+            `get("adaptive", k=4, per_channel=True)`).
+
+    Returns:
+        A `Quantization`, or None.
+
+    Raises:
+        ValueError: for an unknown name or class name, a dict without
+            `"class_name"`, or `kwargs` with anything but a name.
+        TypeError: for any other type of `identifier`, or a constructor
+            argument the codebook does not take.
+
+    Example:
+
+    >>> get("binary")
+    BinaryQuantization(per_channel=False, shared=False)
+    >>> get("adaptive", k=4, per_channel=True).get_config()["k"]
+    4
+    >>> get({"class_name": "TernaryQuantization", "config": {"shared": True}})
+    TernaryQuantization(per_channel=False, shared=True)
+    >>> get(None) is None
+    True
+    """
+    owner = "lc_keras.codebooks.get"
+    if kwargs and not isinstance(identifier, str):
+        raise ValueError(
+            f"{owner} takes keyword arguments only with a codebook name. "
+            f"Received: identifier={identifier!r} with "
+            f"{', '.join(sorted(kwargs))}")
+    if identifier is None or isinstance(identifier, Quantization):
+        return identifier
+    if isinstance(identifier, str):
+        cls = _class_of(identifier, owner)
+        if cls is AdaptiveQuantization:
+            kwargs.setdefault("k", DEFAULT_K)
+        return cls(**kwargs)
+    if isinstance(identifier, dict):
+        name = identifier.get("registered_name") or identifier.get(
+            "class_name")
+        if name is None:
+            raise ValueError(
+                f"{owner} requires a config dict with a 'class_name'. "
+                f"Received: identifier={identifier!r}")
+        config = identifier.get("config") or {}
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"{owner} requires the 'config' of a config dict to be a "
+                f"dict. Received: config={config!r}")
+        return _class_of(name, owner).from_config(config)
+    raise TypeError(
+        f"{owner} requires a Quantization, a config dict, a codebook name "
+        f"(one of {', '.join(repr(n) for n in NAMES)}, or a class name) or "
+        f"None. Received: identifier={identifier!r} of type "
+        f"{type(identifier).__name__}")

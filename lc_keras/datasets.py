@@ -1,6 +1,6 @@
 """Offline-first dataset loaders.
 
-Fashion-MNIST and MNIST are read from standard IDX `.gz` files in a folder
+Fashion-MNIST is read from standard IDX `.gz` files in a folder
 (by default Debian's `dataset-fashion-mnist` package at
 `/usr/share/datasets/fashion-mnist`); when no folder has them, the Keras
 loader (which downloads) is used. Any dataset can also come from a `.npz`

@@ -9,7 +9,7 @@ All functions are TensorFlow graphs (no Python loops over the data), so
 they run eagerly and inside `tf.function`. Their heavy parts run as internal
 `tf.function`s, traced once per input signature and then reused. The one
 exception to pure TF ops is the sort of long rows: `tf.sort` on CPU is
-several times slower than NumPy's vectorized sort, so rows of
+slower than NumPy's vectorized sort, so rows of
 `FAST_SORT_MIN` values or more are sorted (and their prefix sums formed) by
 NumPy through `tf.numpy_function`, on the host, and so is their binary-search
 assignment to more than 16 centers.
@@ -23,32 +23,39 @@ Conventions shared by all functions:
   means stay accurate for rows of millions of values.
 """
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
+from lc_keras.checks import check_int
+from lc_keras.checks import check_seed
+from lc_keras.quantized import MAX_ENTRIES
+
 __all__ = [
     "DEFAULT_MAX_ITER",
+    "FAST_SORT_MIN",
     "MAX_SEED_SAMPLES",
+    "as_rows",
     "assign_nearest",
+    "broadcast_rows",
+    "cluster_sums",
+    "exact_is_cheap",
+    "fixed_point",
     "kmeans_1d",
+    "kmeans_1d_bounded",
     "kmeans_1d_exact",
     "kmeans_plus_plus",
+    "prefix_sums",
 ]
 
 #: Default cap on Lloyd iterations. One iteration on sorted data costs
 #: O(k log n), so the cap is generous: in 1-D, Lloyd moves information about
-#: one cluster per iteration, and k=256 from k-means++ needs several hundred
-#: iterations to converge (100 left its distortion 1% above the optimum's
-#: neighbourhood); warm starts converge in a few.
+#: one cluster per iteration, so a large k from k-means++ needs many
+#: iterations to converge; warm starts converge in a few.
 DEFAULT_MAX_ITER = 1000
 
 #: k-means++ seeds on at most this many evenly spaced order statistics of each
 #: row (see `kmeans_plus_plus`).
 MAX_SEED_SAMPLES = 4096
-
-_MAX_K = 65536
 
 #: Rows at least this long are sorted by NumPy (see the module docstring).
 FAST_SORT_MIN = 4096
@@ -59,49 +66,33 @@ _COMPARE_MAX_K = 16
 
 
 # --------------------------------------------------------------------------
-# Argument checks (shared with codebooks.py).
+# Rows: the `[G, n]` batches every function here works on.
 # --------------------------------------------------------------------------
 
 
-def _check_int(value, name, owner, minimum=None, maximum=None):
-    """Returns `value` as a Python int or raises a Keras-style error."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, numbers.Integral
-    ):
-        raise TypeError(
-            f"{owner} requires {name} to be an int. "
-            f"Received: {name}={value!r} (of type {type(value).__name__})"
-        )
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(
-            f"{owner} requires {name} >= {minimum}. Received: {name}={value}"
-        )
-    if maximum is not None and value > maximum:
-        raise ValueError(
-            f"{owner} requires {name} <= {maximum}. Received: {name}={value}"
-        )
-    return value
+def as_rows(v, name="v", owner="as_rows"):
+    """Converts `v` to a float32 tensor of rank 2 with at least one column.
 
+    Args:
+        v: Anything `tf.convert_to_tensor` takes, of shape `[G, n]`.
+        name: The argument's name (in error messages).
+        owner: The function or class that checks (in error messages).
 
-def _check_bool(value, name, owner):
-    """Returns `value` as a Python bool or raises a Keras-style TypeError."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"{owner} requires {name} to be a bool. "
-            f"Received: {name}={value!r} (of type {type(value).__name__})"
-        )
-    return bool(value)
+    Returns:
+        A float32 tensor of shape `[G, n]` (static rank 2).
 
+    Raises:
+        ValueError: for a rank other than 2, or rows with no value.
 
-def _check_seed(seed, owner):
-    return _check_int(
-        seed, "seed", owner, minimum=-(2**63), maximum=2**63 - 1
-    )
+    Example:
 
-
-def _as_rows(v, name, owner):
-    """Converts `v` to a float32 tensor of rank 2 with at least one column."""
+    >>> as_rows([[1, 2, 3]]).dtype.name
+    'float32'
+    >>> as_rows([1.0, 2.0], owner="kmeans_1d")
+    Traceback (most recent call last):
+    ...
+    ValueError: kmeans_1d requires v of rank 2 (one row per codebook, shape [G, n]). Received: v.shape=(2,)
+    """
     v = tf.convert_to_tensor(v, dtype_hint=tf.float32)
     if v.dtype != tf.float32:
         v = tf.cast(v, tf.float32)
@@ -118,6 +109,46 @@ def _as_rows(v, name, owner):
             f"Received: {name}.shape={tuple(v.shape)}"
         )
     return v
+
+
+def broadcast_rows(t, v, name, owner, k=None):
+    """Gives a per-row tensor `t` (`[G, k]` or `[1, k]`) the rows of `v`.
+
+    Args:
+        t: Per-row values, e.g. a codebook or initial centers: `[G, k]`, or
+            `[1, k]` for one row shared by all rows of `v`.
+        v: The float rows `[G, n]` that `t` belongs to.
+        name: The argument's name (in error messages).
+        owner: The function or class that checks (in error messages).
+        k: The number of columns `t` must have, or None for any.
+
+    Returns:
+        A float32 tensor of shape `[G, k]`.
+
+    Raises:
+        ValueError: for a rank other than 2, another number of columns than
+            `k`, or a number of rows other than 1 and G.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> broadcast_rows([[0.0, 1.0]], tf.zeros([3, 5]), "init", "kmeans_1d",
+    ...                k=2).shape
+    TensorShape([3, 2])
+    """
+    t = as_rows(t, name, owner)
+    if k is not None and t.shape[1] is not None and t.shape[1] != k:
+        raise ValueError(
+            f"{owner} requires {name} of shape [G, {k}] (one row per row of "
+            f"v, or one row for all). Received: {name}.shape={tuple(t.shape)}"
+        )
+    rows, trows = v.shape[0], t.shape[0]
+    if rows is not None and trows is not None and trows not in (1, rows):
+        raise ValueError(
+            f"{owner} requires {name} with 1 or {rows} rows (one per row of "
+            f"v). Received: {name}.shape={tuple(t.shape)}"
+        )
+    return tf.broadcast_to(t, tf.stack([tf.shape(v)[0], tf.shape(t)[1]]))
 
 
 def _fix_shape(t, rows, cols):
@@ -161,18 +192,71 @@ def assign_nearest(v, codebook):
     ...                tf.constant([[-1.0, 0.0, 1.0]])).numpy().tolist()
     [[0, 1, 2, 2]]
     """
-    v = _as_rows(v, "v", "assign_nearest")
-    codebook = _as_rows(codebook, "codebook", "assign_nearest")
+    v = as_rows(v, "v", "assign_nearest")
+    codebook = as_rows(codebook, "codebook", "assign_nearest")
     mid = _midpoints(codebook)
     mid = tf.broadcast_to(mid, tf.stack([tf.shape(v)[0], tf.shape(mid)[1]]))
     return tf.searchsorted(mid, v, side="right", out_type=tf.int32)
 
 
-def _prefix_sums(s):
-    """float64 prefix sums `[G, n + 1]` of the sorted rows `s`."""
+def prefix_sums(s):
+    """float64 prefix sums of rows, with a leading 0.
+
+    `prefix[g, j]` is the sum of the `j` first values of row `g`, so the sum
+    of `s[g, i:j]` is `prefix[g, j] - prefix[g, i]` in O(1). On sorted rows
+    that gives the sum of every cluster (see `cluster_sums`).
+
+    Args:
+        s: float tensor `[G, n]` (sorted ascending for `cluster_sums`).
+
+    Returns:
+        float64 tensor `[G, n + 1]`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> prefix_sums(tf.constant([[1.0, 2.0, 4.0]])).numpy().tolist()
+    [[0.0, 1.0, 3.0, 7.0]]
+    """
     x = tf.cast(s, tf.float64)
     zeros = tf.zeros(tf.stack([tf.shape(x)[0], 1]), tf.float64)
     return tf.concat([zeros, tf.cumsum(x, axis=1)], axis=1)
+
+
+def cluster_sums(s, prefix, cuts):
+    """Sums and sizes of the clusters that `cuts` split sorted rows into.
+
+    Cluster `j` of row `g` holds the values of `s[g]` in
+    `[cuts[g, j-1], cuts[g, j])` (the first and last clusters are open
+    below and above), found by `tf.searchsorted` in O(K log n); their sums
+    come from the prefix sums in O(K). With the midpoints of a sorted
+    codebook as `cuts`, the clusters are the nearest-codeword assignment
+    (a value on a midpoint goes to the larger codeword).
+
+    Args:
+        s: float32 `[G, n]`, rows sorted ascending.
+        prefix: float64 `[G, n + 1]`, `prefix_sums(s)`.
+        cuts: float32 `[G, K - 1]`, sorted ascending per row.
+
+    Returns:
+        `(sums, counts)`: float64 tensors `[G, K]`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> s = tf.constant([[0.0, 1.0, 4.0, 5.0]])
+    >>> sums, counts = cluster_sums(s, prefix_sums(s), tf.constant([[2.5]]))
+    >>> sums.numpy().tolist(), counts.numpy().tolist()
+    ([[1.0, 9.0]], [[2.0, 2.0]])
+    """
+    rows = tf.shape(s)[0]
+    first = tf.zeros(tf.stack([rows, 1]), tf.int32)
+    last = tf.fill(tf.stack([rows, 1]), tf.shape(s)[1])
+    b = tf.searchsorted(s, cuts, side="left", out_type=tf.int32)
+    bounds = tf.concat([first, b, last], axis=1)
+    sums = tf.gather(prefix, bounds, batch_dims=1)
+    count = tf.cast(bounds[:, 1:] - bounds[:, :-1], tf.float64)
+    return sums[:, 1:] - sums[:, :-1], count
 
 
 def _long_rows(v):
@@ -204,7 +288,7 @@ def _sorted_and_prefix(v):
             prefix, [v.shape[0], None if n is None else n + 1])
         return s, prefix
     s = tf.sort(v, axis=1)
-    return s, _prefix_sums(s)
+    return s, prefix_sums(s)
 
 
 def _lloyd_sorted(s, prefix, centers, max_iter, lower=None, upper=None):
@@ -229,23 +313,16 @@ def _lloyd_sorted(s, prefix, centers, max_iter, lower=None, upper=None):
     Returns:
         float32 `[G, k]` centers sorted ascending.
     """
-    rows = tf.shape(s)[0]
-    n = tf.shape(s)[1]
-    first = tf.zeros(tf.stack([rows, 1]), tf.int32)
-    last = tf.fill(tf.stack([rows, 1]), n)
 
     def step(c):
-        b = tf.searchsorted(s, _midpoints(c), side="left", out_type=tf.int32)
-        bounds = tf.concat([first, b, last], axis=1)
-        sums = tf.gather(prefix, bounds, batch_dims=1)
-        count = tf.cast(bounds[:, 1:] - bounds[:, :-1], tf.float64)
-        mean = tf.math.divide_no_nan(sums[:, 1:] - sums[:, :-1], count)
+        sums, count = cluster_sums(s, prefix, _midpoints(c))
+        mean = tf.math.divide_no_nan(sums, count)
         new = tf.where(count > 0, tf.cast(mean, tf.float32), c)
         if lower is not None:
             new = tf.clip_by_value(new, lower, upper)
         return tf.sort(new, axis=1)
 
-    return _fixed_point(step, centers, max_iter)
+    return fixed_point(step, centers, max_iter)
 
 
 def _np_lloyd_sorted(s, prefix, centers, max_iter, lower=None,
@@ -274,8 +351,27 @@ def _np_lloyd_sorted(s, prefix, centers, max_iter, lower=None,
     return centers
 
 
-def _fixed_point(update, x, max_iter):
-    """Iterates `x ← update(x)` until it stops changing or `max_iter` times."""
+def fixed_point(update, x, max_iter):
+    """Iterates `x ← update(x)` until it stops changing or `max_iter` times.
+
+    A `tf.while_loop`, so it runs eagerly and inside `tf.function`; `update`
+    must keep the shape and dtype of `x`.
+
+    Args:
+        update: Function of a tensor to a tensor of the same shape.
+        x: The start.
+        max_iter: Most updates (int or int32 scalar tensor).
+
+    Returns:
+        The last `x`: a fixed point of `update`, or `max_iter` updates on.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> float(fixed_point(lambda x: tf.minimum(x + 1.0, 3.0),
+    ...                   tf.constant(0.0), 100))
+    3.0
+    """
 
     def cond(i, x, done):
         return tf.logical_and(i < max_iter, tf.logical_not(done))
@@ -352,8 +448,7 @@ def _lloyd_fn(v, init, k, max_iter, seed, max_samples, lower, upper):
             init = tf.sort(tf.clip_by_value(init, lower, upper), axis=1)
     if _long_rows(v):
         # Long rows: the same iterations in NumPy, without the per-op cost
-        # of a TF while loop (~10x cheaper per iteration; k=16 on 1M weights
-        # takes hundreds of iterations).
+        # of a TF while loop (which dominates when many iterations run).
         bounds = ([] if lower is None else
                   [tf.cast(lower, tf.float32), tf.cast(upper, tf.float32)])
         centers = tf.numpy_function(
@@ -398,9 +493,8 @@ def _exact_fn(v, k):
     x = tf.cast(s, tf.float64)
     shift = tf.reduce_mean(x, axis=1, keepdims=True)
     x = x - shift
-    zeros = tf.zeros(tf.stack([rows, 1]), tf.float64)
-    p1 = tf.concat([zeros, tf.cumsum(x, axis=1)], axis=1)  # [G, n+1]
-    p2 = tf.concat([zeros, tf.cumsum(x * x, axis=1)], axis=1)
+    p1 = prefix_sums(x)  # [G, n+1]
+    p2 = prefix_sums(x * x)
     r = tf.range(n + 1)
     start = r[:, None]
     stop = r[None, :]
@@ -500,10 +594,10 @@ def kmeans_plus_plus(v, k, seed=0, max_samples=MAX_SEED_SAMPLES):
     [[0.0, 10.0]]
     """
     owner = "kmeans_plus_plus"
-    k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
-    seed = _check_seed(seed, owner)
-    max_samples = _check_int(max_samples, "max_samples", owner, minimum=1)
-    v = _as_rows(v, "v", owner)
+    k = check_int(owner, "k", k, low=1, high=MAX_ENTRIES)
+    seed = check_seed(owner, seed)
+    max_samples = check_int(owner, "max_samples", max_samples, low=1)
+    v = as_rows(v, "v", owner)
     centers = _seed_tf(v, k, tf.constant(seed, tf.int64), max_samples)
     return _fix_shape(centers, v.shape[0], k)
 
@@ -544,17 +638,17 @@ def kmeans_1d(v, k=None, init=None, max_iter=DEFAULT_MAX_ITER, seed=0):
     ([[0.5, 4.5]], [[0, 0, 1, 1]])
     """
     owner = "kmeans_1d"
-    max_iter = _check_int(max_iter, "max_iter", owner, minimum=0)
-    seed = _check_seed(seed, owner)
-    v = _as_rows(v, "v", owner)
+    max_iter = check_int(owner, "max_iter", max_iter, low=0)
+    seed = check_seed(owner, seed)
+    v = as_rows(v, "v", owner)
     if init is None:
         if k is None:
             raise ValueError(
                 "kmeans_1d requires k or init. Received: k=None, init=None"
             )
-        k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
+        k = check_int(owner, "k", k, low=1, high=MAX_ENTRIES)
     else:
-        init = _as_rows(init, "init", owner)
+        init = as_rows(init, "init", owner)
         if init.shape[1] is None:
             raise ValueError(
                 "kmeans_1d requires init with a static number of columns. "
@@ -562,13 +656,8 @@ def kmeans_1d(v, k=None, init=None, max_iter=DEFAULT_MAX_ITER, seed=0):
             )
         if k is None:
             k = init.shape[1]
-        k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
-        if init.shape[1] != k:
-            raise ValueError(
-                f"kmeans_1d requires init of shape [G, k] with k={k}. "
-                f"Received: init.shape={tuple(init.shape)}"
-            )
-        init = _broadcast_rows(init, v, "init", owner)
+        k = check_int(owner, "k", k, low=1, high=MAX_ENTRIES)
+        init = broadcast_rows(init, v, "init", owner, k=k)
     centers, indices = _lloyd_tf(
         v, init, k, tf.constant(max_iter, tf.int32),
         tf.constant(seed, tf.int64), MAX_SEED_SAMPLES, None, None,
@@ -613,35 +702,92 @@ def kmeans_1d_exact(v, k):
     ([[0.5, 4.5]], [[0, 0, 1, 1]])
     """
     owner = "kmeans_1d_exact"
-    k = _check_int(k, "k", owner, minimum=1, maximum=_MAX_K)
-    v = _as_rows(v, "v", owner)
+    k = check_int(owner, "k", k, low=1, high=MAX_ENTRIES)
+    v = as_rows(v, "v", owner)
     centers, indices = _exact_tf(v, k)
     return (_fix_shape(centers, v.shape[0], k),
             _fix_shape(indices, v.shape[0], v.shape[1]))
 
 
-def _broadcast_rows(t, v, name, owner):
-    """Broadcasts a `[1, k]` tensor to the rows of `v`; checks `[G, k]`."""
-    rows, trows = v.shape[0], t.shape[0]
-    if rows is not None and trows is not None and trows not in (1, rows):
+def kmeans_1d_bounded(v, init, lower, upper, max_iter=DEFAULT_MAX_ITER):
+    """1-D k-means by Lloyd's algorithm with every center in an interval.
+
+    Solves (locally), independently for every row `g`,
+
+        argmin_{c, z} sum_i (v[g, i] - c[z_i])**2
+            subject to lower[j] <= c[j] <= upper[j] for every j,
+
+    by the iterations of `kmeans_1d` from `init`, except that each new center
+    is its cluster's mean clipped to `[lower[j], upper[j]]` (the exact
+    minimiser of the cluster's squared error over the interval). Equal bounds
+    pin a center; bounds that follow the sorted order of the centers keep
+    that order. Every iteration never increases the squared error.
+
+    Args:
+        v: float tensor of shape `[G, n]`.
+        init: float tensor `[G, k]` (or `[1, k]`) of initial centers, sorted
+            ascending, with a static number of columns `k`.
+        lower, upper: float tensors `[k]` of per-center bounds.
+        max_iter: Maximum number of Lloyd iterations (Python int >= 0).
+
+    Returns:
+        `(centers, indices)`: float32 `[G, k]` sorted ascending per row and
+        int32 `[G, n]`, the nearest center of every value.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> inf = float("inf")
+    >>> c, z = kmeans_1d_bounded(tf.constant([[0.0, 1.0, 4.0, 5.0]]),
+    ...                          [[0.0, 3.0]], [0.0, -inf], [0.0, inf])
+    >>> c.numpy().tolist(), z.numpy().tolist()
+    ([[0.0, 4.5]], [[0, 0, 1, 1]])
+    """
+    owner = "kmeans_1d_bounded"
+    max_iter = check_int(owner, "max_iter", max_iter, low=0)
+    v = as_rows(v, "v", owner)
+    init = as_rows(init, "init", owner)
+    k = init.shape[1]
+    if k is None:
         raise ValueError(
-            f"{owner} requires {name} with 1 or {rows} rows (one per row of "
-            f"v). Received: {name}.shape={tuple(t.shape)}"
+            f"{owner} requires init with a static number of columns. "
+            f"Received: init.shape={tuple(init.shape)}"
         )
-    return tf.broadcast_to(t, tf.stack([tf.shape(v)[0], tf.shape(t)[1]]))
+    init = _fix_shape(broadcast_rows(init, v, "init", owner, k=k),
+                      v.shape[0], k)
+    lower = tf.convert_to_tensor(lower, tf.float32)
+    upper = tf.convert_to_tensor(upper, tf.float32)
+    centers, indices = _lloyd_tf(
+        v, init, k, tf.constant(max_iter, tf.int32),
+        tf.constant(0, tf.int64), MAX_SEED_SAMPLES, lower, upper,
+    )
+    return (_fix_shape(centers, v.shape[0], k),
+            _fix_shape(indices, v.shape[0], v.shape[1]))
 
 
-def _exact_is_cheap(rows, n, k):
-    """Static test used by `method="auto"`: is the DP cheap for this shape?"""
+def exact_is_cheap(rows, n, k):
+    """Whether `kmeans_1d_exact` is cheap for a static shape.
+
+    The test of `method="auto"` in `projection_adaptive`: the dynamic
+    programme fills `rows * (n + 1)**2` cells k times, so it is cheap when
+    `rows * (n + 1)**2 <= 2**20` and `rows * (n + 1)**2 * k <= 2**23`.
+
+    Args:
+        rows: Number of rows G, or None (unknown).
+        n: Values per row, or None (unknown).
+        k: Number of centers.
+
+    Returns:
+        A Python bool; False when the shape is not known.
+
+    Example:
+
+    >>> exact_is_cheap(1, 1000, 8), exact_is_cheap(1, 5000, 8)
+    (True, False)
+    >>> exact_is_cheap(None, 10, 2)
+    False
+    """
     if rows is None or n is None:
         return False
     cells = rows * (n + 1) ** 2
     return cells <= 2**20 and cells * k <= 2**23
-
-
-def _lloyd(v, init, k, max_iter, seed=0, lower=None, upper=None):
-    """Package-internal Lloyd entry point with optional per-entry bounds."""
-    return _lloyd_tf(
-        v, init, k, tf.constant(max_iter, tf.int32),
-        tf.constant(seed, tf.int64), MAX_SEED_SAMPLES, lower, upper,
-    )

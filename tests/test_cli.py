@@ -15,6 +15,7 @@ from absl import flags
 
 from conftest import classification_data
 from lc_keras import cli
+from lc_keras import codebooks
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_fashion_mnist_layout_in_process(tmp_path):
     p = result["profile"]
     assert [l.name for l in p.layers] == ["hidden/kernel"]
     assert p.layers[0].per_channel and p.layers[0].k == 3
-    assert p.layers[0].kind == "ScaledTernaryQuantization"
+    assert p.layers[0].kind == codebooks.get("scaled_ternary").kind
     assert "out/kernel" in [f.name for f in p.float_weights]
     assert result["history"]["epoch"] == [0]
     assert 0 <= result["test_error"] <= 100
@@ -159,6 +160,14 @@ def test_fashion_mnist_layout_in_process(tmp_path):
 def test_usage_errors(argv, message):
     with pytest.raises(app.UsageError, match=message):
         cli.main(["lc_keras"] + argv)
+
+
+def test_codebook_choices_are_the_codebook_names():
+    fv = cli.define_flags()
+    assert fv["codebook"].parser.enum_values == list(codebooks.NAMES)
+    for name in codebooks.NAMES:
+        fv(["lc_keras", "compress", f"--codebook={name}"])
+        assert fv.codebook == name
 
 
 def test_flag_value_errors(npz_run):

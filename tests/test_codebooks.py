@@ -1,4 +1,6 @@
-"""Tests of lc_keras.codebooks: C steps as projections and their classes."""
+"""Tests of lc_keras.codebooks: the serializable codebook classes and `get`.
+
+The projections they call are tested in test_projections.py."""
 
 import doctest
 import json
@@ -7,15 +9,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import brute_force_kmeans
 from conftest import assert_valid_projection
-from conftest import nearest_sse
-from conftest import sse
-from hypothesis import given
-from hypothesis import settings
-from hypothesis import strategies as st
 
+import lc_keras as lc
 from lc_keras import codebooks
+from lc_keras import projections
 from lc_keras.codebooks import AdaptiveQuantization
 from lc_keras.codebooks import BinaryQuantization
 from lc_keras.codebooks import FixedCodebook
@@ -26,24 +24,41 @@ from lc_keras.codebooks import ScaledTernaryQuantization
 from lc_keras.codebooks import TernaryQuantization
 
 ALL = {
-    "adaptive_auto": lambda: AdaptiveQuantization(3),
-    "adaptive_exact": lambda: AdaptiveQuantization(4, method="exact"),
-    "adaptive_lloyd": lambda: AdaptiveQuantization(5, method="lloyd", seed=2),
-    "binary": BinaryQuantization,
-    "scaled_binary": ScaledBinaryQuantization,
-    "ternary": TernaryQuantization,
-    "scaled_ternary": ScaledTernaryQuantization,
-    "pow2": lambda: PowersOfTwoQuantization(-3, 1),
-    "pow2_scaled": lambda: PowersOfTwoQuantization(-3, 0, scaled=True),
+    "adaptive_auto": lambda: codebooks.get("adaptive", k=3),
+    "adaptive_exact": lambda: codebooks.get("adaptive", k=4, method="exact"),
+    "adaptive_lloyd": lambda: codebooks.get("adaptive", k=5, method="lloyd",
+                                            seed=2),
+    "binary": lambda: codebooks.get("binary"),
+    "scaled_binary": lambda: codebooks.get("scaled_binary"),
+    "ternary": lambda: codebooks.get("ternary"),
+    "scaled_ternary": lambda: codebooks.get("scaled_ternary"),
+    "pow2": lambda: codebooks.get("powers_of_two", min_exponent=-3,
+                                  max_exponent=1),
+    "pow2_scaled": lambda: codebooks.get("powers_of_two", min_exponent=-3,
+                                         max_exponent=0, scaled=True),
     "fixed": lambda: FixedCodebook([0.5, -1.0, 0.0, 2.0]),
     "fixed_trainable": lambda: FixedCodebook(
         [1.0, 0.0, -1.0], trainable=[True, False, True]),
     "fixed_all_trainable": lambda: FixedCodebook([-1.0, 1.0], trainable=True),
 }
-# Codebooks whose result depends on `previous` (the others ignore it).
-WARM = {"adaptive_lloyd", "pow2_scaled", "fixed_trainable",
-        "fixed_all_trainable"}
-
+# The projection function each class calls, with the class's arguments.
+FUNCTIONS = {
+    AdaptiveQuantization: lambda q, v, p: projections.projection_adaptive(
+        v, q.k, previous=p, method=q.method, max_iter=q.max_iter,
+        seed=q.seed),
+    BinaryQuantization: lambda q, v, p: projections.projection_binary(v),
+    ScaledBinaryQuantization: (
+        lambda q, v, p: projections.projection_scaled_binary(v)),
+    TernaryQuantization: lambda q, v, p: projections.projection_ternary(v),
+    ScaledTernaryQuantization: (
+        lambda q, v, p: projections.projection_scaled_ternary(v)),
+    PowersOfTwoQuantization: (
+        lambda q, v, p: projections.projection_powers_of_two(
+            v, q.min_exponent, q.max_exponent, scaled=q.scaled, previous=p,
+            max_iter=q.max_iter)),
+    FixedCodebook: lambda q, v, p: projections.projection_fixed_codebook(
+        v, q.values, trainable=q.trainable, previous=p, max_iter=q.max_iter),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -60,10 +75,6 @@ def make(name):
 def data(g=3, n=64, seed=0, scale=0.7):
     rng = np.random.default_rng(seed)
     return (scale * rng.normal(size=(g, n))).astype(np.float32)
-
-
-def values(codebook, indices):
-    return np.take_along_axis(np.asarray(codebook), np.asarray(indices), 1)
 
 
 def check(q, v, codebook, indices):
@@ -86,52 +97,18 @@ def test_valid_output(name):
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
-@pytest.mark.parametrize("fill", [0.0, 1.25, -3.0])
-def test_constant_rows_no_nan(name, fill):
-    q = make(name)
-    v = np.full((2, 9), fill, np.float32)
-    c, z = q.project(v)
-    check(q, v, c, z)
-    c, z = q.project(v, previous=c)
-    check(q, v, c, z)
-
-
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_idempotent(name):
-    q = make(name)
-    v = data(seed=1)
-    c, z = q.project(v)
-    w = values(c, z)
-    c2, z2 = q.project(w, previous=c)
-    np.testing.assert_allclose(values(c2, z2), w, rtol=1e-6, atol=1e-7)
-    if name not in WARM:
-        c3, z3 = q.project(w)
-        np.testing.assert_allclose(values(c3, z3), w, rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_batch_equals_rows(name):
-    q = make(name)
-    v = data(g=4, n=40, seed=2)
-    c, z = q.project(v)
-    for g in range(4):
-        c1, z1 = q.project(v[g:g + 1])
-        np.testing.assert_allclose(c1.numpy(), c.numpy()[g:g + 1], rtol=1e-6,
-                                   atol=1e-7)
-        np.testing.assert_array_equal(z1.numpy(), z.numpy()[g:g + 1])
-
-
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_warm_start_not_worse_than_previous(name):
+def test_project_is_the_projection_function(name):
     q = make(name)
     v = data(seed=3)
-    c, _ = q.project(v)
+    c, z = q.project(v)
+    fc, fz = FUNCTIONS[type(q)](q, v, None)
+    np.testing.assert_array_equal(c.numpy(), fc.numpy())
+    np.testing.assert_array_equal(z.numpy(), fz.numpy())
     v2 = v + data(seed=4, scale=0.05)
     c2, z2 = q.project(v2, previous=c)
-    check(q, v2, c2, z2)
-    if name in WARM:
-        assert np.all(sse(v2, c2, z2)
-                      <= nearest_sse(v2, c.numpy()) * (1 + 1e-6) + 1e-9)
+    fc, fz = FUNCTIONS[type(q)](q, v2, c)
+    np.testing.assert_array_equal(c2.numpy(), fc.numpy())
+    np.testing.assert_array_equal(z2.numpy(), fz.numpy())
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -214,171 +191,12 @@ def test_num_entries():
     assert FixedCodebook([3.0, 1.0, 2.0]).num_entries == 3
 
 
-# ----------------------------------------------------------------------------
-# Against brute force.
-# ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("method", ["exact", "auto"])
-@pytest.mark.parametrize("k", [2, 3])
-@pytest.mark.parametrize("n", [3, 6, 8])
-def test_adaptive_matches_exhaustive_search(method, k, n):
-    q = AdaptiveQuantization(k, method=method)
-    v = data(g=2, n=n, seed=n + k)
-    c, z = q.project(v)
-    check(q, v, c, z)
-    got = sse(v, c, z)
-    for g in range(2):
-        assert got[g] == pytest.approx(brute_force_kmeans(v[g], k), rel=1e-5,
-                                       abs=1e-7)
-
-
-def test_adaptive_auto_picks_lloyd_on_large_rows():
-    v = data(g=1, n=5000, seed=8)
-    auto = AdaptiveQuantization(8).project(v)
-    lloyd = AdaptiveQuantization(8, method="lloyd").project(v)
-    np.testing.assert_array_equal(auto[0].numpy(), lloyd[0].numpy())
-
-
 def test_adaptive_lloyd_warm_start_is_used():
     v = data(g=1, n=200, seed=9)
     q = AdaptiveQuantization(3, method="lloyd", max_iter=0)
     previous = np.array([[-5.0, 0.0, 5.0]], np.float32)
     c, _ = q.project(v, previous=previous)
     np.testing.assert_array_equal(c.numpy(), previous)
-
-
-def grid_best(v, codebook_of_a, grid):
-    return min(nearest_sse(v, codebook_of_a(a)[None])[0] for a in grid)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_scaled_binary_against_grid(seed):
-    v = data(g=1, n=15, seed=seed)
-    c, z = ScaledBinaryQuantization().project(v)
-    a = c.numpy()[0, 1]
-    assert a == pytest.approx(np.abs(v).mean(), rel=1e-6)
-    np.testing.assert_array_equal(c.numpy(), [[-a, a]])
-    grid = np.linspace(0, 2 * np.abs(v).max(), 4001)
-    best = grid_best(v, lambda a: np.array([-a, a]), grid)
-    assert sse(v, c, z)[0] <= best + 1e-6
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_scaled_ternary_against_grid(seed):
-    v = data(g=1, n=15, seed=seed)
-    c, z = ScaledTernaryQuantization().project(v)
-    a = c.numpy()[0, 2]
-    np.testing.assert_array_equal(c.numpy(), [[-a, 0.0, a]])
-    grid = np.linspace(0, 2 * np.abs(v).max(), 4001)
-    best = grid_best(v, lambda a: np.array([-a, 0.0, a]), grid)
-    assert sse(v, c, z)[0] <= best + 1e-6
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.floats(-8, 8, width=32, allow_subnormal=False),
-                min_size=1, max_size=12))
-def test_property_scaled_ternary_and_binary_optimal(xs):
-    v = np.asarray(xs, np.float32)[None]
-    top = float(np.abs(v).max())
-    grid = np.linspace(0, 2 * top + 1, 801)
-    c, z = ScaledTernaryQuantization().project(v)
-    check(ScaledTernaryQuantization(), v, c, z)
-    best = grid_best(v, lambda a: np.array([-a, 0.0, a]), grid)
-    assert sse(v, c, z)[0] <= best + 1e-5 * (1 + best)
-    c, z = ScaledBinaryQuantization().project(v)
-    best = grid_best(v, lambda a: np.array([-a, a]), grid)
-    assert sse(v, c, z)[0] <= best + 1e-5 * (1 + best)
-
-
-def test_fixed_codebooks_are_nearest_codeword():
-    v = data(g=2, n=100, seed=6) * 3
-    cases = [
-        (BinaryQuantization(), [-1.0, 1.0]),
-        (TernaryQuantization(), [-1.0, 0.0, 1.0]),
-        (PowersOfTwoQuantization(-2, 1),
-         [-2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2]),
-        (FixedCodebook([0.3, -2.0, 1.0]), [-2.0, 0.3, 1.0]),
-    ]
-    for q, book in cases:
-        c, z = q.project(v)
-        np.testing.assert_array_equal(c.numpy(),
-                                      np.tile(np.float32(book), (2, 1)))
-        expected = np.abs(v[:, :, None] - np.float32(book)).argmin(2)
-        np.testing.assert_array_equal(z.numpy(), expected)
-
-
-def test_binary_and_ternary_ties():
-    v = np.array([[0.0, -0.0, 0.5, -0.5, 1e-8]], np.float32)
-    _, z = BinaryQuantization().project(v)
-    np.testing.assert_array_equal(z.numpy(), [[1, 1, 1, 0, 1]])
-    _, z = TernaryQuantization().project(v)
-    np.testing.assert_array_equal(z.numpy(), [[1, 1, 1, 1, 1]])
-    _, z = ScaledBinaryQuantization().project(np.zeros((1, 3), np.float32))
-    np.testing.assert_array_equal(z.numpy(), [[1, 1, 1]])
-
-
-def test_scaled_binary_and_ternary_of_zeros():
-    zeros = np.zeros((2, 5), np.float32)
-    c, _ = ScaledBinaryQuantization().project(zeros)
-    np.testing.assert_array_equal(c.numpy(), np.zeros((2, 2)))
-    c, z = ScaledTernaryQuantization().project(zeros)
-    np.testing.assert_array_equal(c.numpy(), np.zeros((2, 3)))
-    np.testing.assert_array_equal(z.numpy(), np.ones((2, 5)))
-
-
-def test_scaled_powers_of_two():
-    q = PowersOfTwoQuantization(-2, 0, scaled=True)
-    base = np.array([-1, -0.5, -0.25, 0, 0.25, 0.5, 1], np.float32)
-    a_true = 0.37
-    rng = np.random.default_rng(7)
-    v = (a_true * base[rng.integers(0, 7, size=(1, 300))]).astype(np.float32)
-    c, z = q.project(v)
-    np.testing.assert_allclose(c.numpy(), a_true * base[None], rtol=1e-6)
-    # Noisy data: the scale is the least-squares scale of its assignment, and
-    # the result is not worse than the initial scale max|v| / 2**max.
-    v = v + 0.02 * rng.normal(size=v.shape).astype(np.float32)
-    c, z = q.project(v)
-    check(q, v, c, z)
-    a = c.numpy()[0, -1]
-    cz = base[z.numpy()[0]]
-    assert a == pytest.approx((v[0] * cz).sum() / (cz * cz).sum(), rel=1e-5)
-    a0 = np.abs(v).max()
-    assert sse(v, c, z)[0] <= nearest_sse(v, (a0 * base)[None])[0] + 1e-9
-    # All-zero rows keep the scale 1.
-    c, z = q.project(np.zeros((1, 4), np.float32))
-    np.testing.assert_array_equal(c.numpy(), base[None])
-
-
-def test_fixed_codebook_trainable_entries():
-    q = FixedCodebook([1.0, 0.0, -1.0], trainable=[True, False, True])
-    v = data(g=2, n=300, seed=11)
-    c, z = q.project(v)
-    check(q, v, c, z)
-    c, z = c.numpy(), z.numpy()
-    np.testing.assert_array_equal(c[:, 1], [0.0, 0.0])
-    for g in range(2):
-        for j in (0, 2):
-            members = v[g][z[g] == j]
-            np.testing.assert_allclose(c[g, j], members.mean(), rtol=1e-5)
-
-
-def test_fixed_codebook_free_entries_stay_between_fixed_ones():
-    q = FixedCodebook([0.0, 0.1, 1.0], trainable=[False, True, False])
-    v = np.array([[0.0, 5.0, 5.0, 0.9, 0.95]], np.float32)
-    c, _ = q.project(v)
-    assert 0.0 <= c.numpy()[0, 1] <= 1.0
-    np.testing.assert_array_equal(c.numpy()[0, [0, 2]], [0.0, 1.0])
-
-
-def test_fixed_codebook_warm_start_keeps_fixed_entries():
-    q = FixedCodebook([-1.0, 0.0, 1.0], trainable=[True, False, True],
-                      max_iter=0)
-    v = data(g=1, n=10)
-    previous = np.array([[-0.3, 7.0, 0.4]], np.float32)  # fixed entry ignored
-    c, _ = q.project(v, previous=previous)
-    np.testing.assert_array_equal(c.numpy(),
-                                  np.float32([[-0.3, 0.0, 0.4]]))
 
 
 def test_previous_shape_is_checked():
@@ -416,7 +234,8 @@ def test_adaptive_errors():
         AdaptiveQuantization(4, max_iter=-1)
     with pytest.raises(TypeError, match="seed to be an int"):
         AdaptiveQuantization(4, seed=0.5)
-    with pytest.raises(TypeError, match=r"per_channel to be a bool. "
+    with pytest.raises(TypeError, match=r"per_channel to be a bool "
+                                        r"\(True or False\). "
                                         r"Received: per_channel=1"):
         AdaptiveQuantization(4, per_channel=1)
     with pytest.raises(TypeError, match="shared to be a bool"):
@@ -466,15 +285,6 @@ def test_fixed_codebook_errors():
         FixedCodebook([0.0, 1.0], trainable=3)
 
 
-def test_projection_function_errors():
-    with pytest.raises(ValueError, match="method to be one of"):
-        codebooks.projection_adaptive(data(), 2, method="x")
-    with pytest.raises(ValueError, match="min_exponent <= max_exponent"):
-        codebooks.projection_powers_of_two(data(), 3, 2)
-    with pytest.raises(ValueError, match="distinct values"):
-        codebooks.projection_fixed_codebook(data(), [1, 1])
-
-
 def test_base_class_is_abstract():
     with pytest.raises(TypeError):
         Quantization()
@@ -484,3 +294,109 @@ def test_docstring_examples():
     result = doctest.testmod(codebooks,
                              optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+# ----------------------------------------------------------------------------
+# get: the one table from names to codebooks.
+# ----------------------------------------------------------------------------
+
+DEFAULTS = {
+    "adaptive": AdaptiveQuantization(2),
+    "binary": BinaryQuantization(),
+    "scaled_binary": ScaledBinaryQuantization(),
+    "ternary": TernaryQuantization(),
+    "scaled_ternary": ScaledTernaryQuantization(),
+    "powers_of_two": PowersOfTwoQuantization(),
+}
+
+
+def test_names_are_the_command_line_choices():
+    from lc_keras import cli
+
+    assert codebooks.NAMES == tuple(DEFAULTS)
+    assert tuple(cli.CODEBOOKS) == codebooks.NAMES
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_get_every_name_gives_the_default_codebook(name):
+    q = codebooks.get(name)
+    expected = DEFAULTS[name]
+    assert type(q) is type(expected)
+    assert q.get_config() == expected.get_config()
+    by_class = codebooks.get(expected.kind)
+    assert type(by_class) is type(q)
+    assert by_class.get_config() == q.get_config()
+    assert codebooks.get(f"lc_keras>{expected.kind}").kind == expected.kind
+
+
+def test_get_names_with_arguments():
+    q = codebooks.get("adaptive", k=4, per_channel=True, method="lloyd")
+    assert q.get_config() == AdaptiveQuantization(
+        4, per_channel=True, method="lloyd").get_config()
+    assert codebooks.get("AdaptiveQuantization", k=8).k == 8
+    assert codebooks.get("ternary", shared=True).shared is True
+    assert codebooks.get("powers_of_two", min_exponent=-2,
+                         scaled=True).num_entries == 7
+    q = codebooks.get("FixedCodebook", values=[1.0, -1.0])
+    assert q.get_config() == FixedCodebook([1.0, -1.0]).get_config()
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_get_config_round_trip(name):
+    q = make(name)
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(q)))
+    for identifier in (serialized,
+                       {"class_name": q.kind, "config": q.get_config()}):
+        restored = codebooks.get(identifier)
+        assert type(restored) is type(q)
+        assert restored.get_config() == q.get_config()
+    if not isinstance(q, (AdaptiveQuantization, FixedCodebook)):
+        # No required argument: the config may be left out.
+        assert codebooks.get({"class_name": q.kind}).kind == q.kind
+
+
+def test_get_instance_passthrough_and_none():
+    q = AdaptiveQuantization(3)
+    assert codebooks.get(q) is q
+    assert codebooks.get(None) is None
+    assert lc.get_codebook is codebooks.get
+    c, _ = lc.projections.projection_binary([[0.5]])
+    np.testing.assert_array_equal(c.numpy(), [[-1.0, 1.0]])
+
+
+def test_get_errors():
+    accepted = r"one of 'adaptive', 'binary', .*'BinaryQuantization'"
+    with pytest.raises(ValueError, match=accepted + r".*Received: 'octal'"):
+        codebooks.get("octal")
+    with pytest.raises(ValueError, match=r"Received: 'Quantization'"):
+        codebooks.get("Quantization")
+    with pytest.raises(ValueError, match=r"Received: 'Binary'"):
+        codebooks.get({"class_name": "Binary", "config": {}})
+    with pytest.raises(ValueError, match=r"config dict with a 'class_name'. "
+                                         r"Received: identifier=\{'config'"):
+        codebooks.get({"config": {}})
+    with pytest.raises(TypeError, match=r"'config' of a config dict to be a "
+                                        r"dict. Received: config=3"):
+        codebooks.get({"class_name": "BinaryQuantization", "config": 3})
+    with pytest.raises(TypeError, match=r"a Quantization, a config dict, a "
+                                        r"codebook name \(one of 'adaptive'"
+                                        r".*Received: identifier=3 of type "
+                                        r"int"):
+        codebooks.get(3)
+    with pytest.raises(TypeError, match=r"Received: identifier=.*of type "
+                                        r"ABCMeta"):
+        codebooks.get(BinaryQuantization)
+    q = BinaryQuantization()
+    with pytest.raises(ValueError, match=r"keyword arguments only with a "
+                                         r"codebook name. Received: "
+                                         r"identifier=BinaryQuantization"
+                                         r"\(.*\) with k, shared"):
+        codebooks.get(q, shared=True, k=2)
+    with pytest.raises(ValueError, match="keyword arguments only"):
+        codebooks.get(None, k=2)
+    with pytest.raises(TypeError, match="k"):
+        codebooks.get("binary", k=4)
+    with pytest.raises(ValueError, match=r"requires k >= 2. Received: k=1"):
+        codebooks.get("adaptive", k=1)
+    with pytest.raises(TypeError, match="values"):
+        codebooks.get("FixedCodebook")

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import lc_keras as lc
+from lc_keras import files
 from conftest import mlp
 from conftest import classification_data
 
@@ -389,12 +390,12 @@ def test_files_get_the_umask_mode_and_keep_an_overwritten_mode(tmp_path):
     previous = os.umask(0o027)
     try:
         new = os.path.join(tmp_path, "new.json")
-        lc.files.atomic_write_text(new, "{}")
+        files.atomic_write_text(new, "{}")
         assert stat.S_IMODE(os.stat(new).st_mode) == 0o640
         kept = os.path.join(tmp_path, "kept.json")
-        lc.files.atomic_write_text(kept, "{}")
+        files.atomic_write_text(kept, "{}")
         os.chmod(kept, 0o604)
-        lc.files.atomic_write_text(kept, "{1}")
+        files.atomic_write_text(kept, "{1}")
         assert stat.S_IMODE(os.stat(kept).st_mode) == 0o604
     finally:
         os.umask(previous)
@@ -404,17 +405,17 @@ def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch):
     blocker = os.path.join(tmp_path, "file")
     open(blocker, "w").close()
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
-        lc.files.check_writable(os.path.join(blocker, "q.keras"))
+        files.check_writable(os.path.join(blocker, "q.keras"))
     with pytest.raises(IsADirectoryError, match="is a folder"):
-        lc.files.check_writable(str(tmp_path))
+        files.check_writable(str(tmp_path))
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(lc.files.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionError, match="--out cannot write.*q.keras.*"
                        "Permission denied"):
-        lc.files.check_writable(os.path.join(tmp_path, "q.keras"), "--out")
+        files.check_writable(os.path.join(tmp_path, "q.keras"), "--out")
     monkeypatch.undo()
     # The command line stops before loading anything.
     from absl import app

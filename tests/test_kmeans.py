@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from lc_keras import kmeans
 from lc_keras.kmeans import assign_nearest
 from lc_keras.kmeans import kmeans_1d
+from lc_keras.kmeans import kmeans_1d_bounded as kmeans_bounded
 from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.kmeans import kmeans_plus_plus
 
@@ -139,7 +140,7 @@ def test_lloyd_init_broadcast_and_k_checks():
     v = rows(3, 50)
     c, _ = kmeans_1d(v, k=2, init=[[-1.0, 1.0]])
     assert c.shape == (3, 2)
-    with pytest.raises(ValueError, match=r"init of shape \[G, k\] with k=3"):
+    with pytest.raises(ValueError, match=r"init of shape \[G, 3\]"):
         kmeans_1d(v, k=3, init=[[-1.0, 1.0]])
     with pytest.raises(ValueError, match="1 or 3 rows"):
         kmeans_1d(v, init=np.zeros((2, 2), np.float32))
@@ -304,6 +305,82 @@ def test_other_argument_errors():
         kmeans_1d(v, 2, seed="a")
     with pytest.raises(ValueError, match=r"max_samples >= 1"):
         kmeans_plus_plus(v, 2, max_samples=0)
+
+
+# ----------------------------------------------------------------------------
+# kmeans_1d_bounded and the building blocks
+# ----------------------------------------------------------------------------
+
+
+def test_bounded_with_infinite_bounds_is_lloyd():
+    v = rows(3, 200, seed=4)
+    init = kmeans_plus_plus(v, 4, seed=2)
+    inf = np.full(4, np.inf, np.float32)
+    c, z = kmeans_bounded(v, init, -inf, inf, max_iter=50)
+    c1, z1 = kmeans_1d(v, init=init, max_iter=50)
+    np.testing.assert_array_equal(c.numpy(), c1.numpy())
+    np.testing.assert_array_equal(z.numpy(), z1.numpy())
+
+
+def test_bounded_keeps_centers_in_their_intervals():
+    v = rows(2, 300, seed=5)
+    lower = np.float32([-np.inf, 0.0, 0.5])
+    upper = np.float32([-0.2, 0.0, np.inf])
+    c, z = kmeans_bounded(v, [[-1.0, 0.0, 1.0]], lower, upper)
+    check_result(v, c, z, 3)
+    c = c.numpy()
+    assert np.all(c[:, 0] <= -0.2) and np.all(c[:, 1] == 0.0)
+    assert np.all(c[:, 2] >= 0.5)
+    # Not worse than the start.
+    assert np.all(sse(v, c, z) <= nearest_sse(v, [[-1.0, 0.0, 1.0]]) + 1e-9)
+
+
+def test_bounded_errors():
+    v = rows(3, 20)
+    bounds = (np.zeros(2, np.float32), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="1 or 3 rows"):
+        kmeans_bounded(v, np.zeros((2, 2), np.float32), *bounds)
+    with pytest.raises(ValueError, match=r"max_iter >= 0"):
+        kmeans_bounded(v, [[0.0, 1.0]], *bounds, max_iter=-1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def unknown_columns(init):
+        return kmeans_bounded(v, init, *bounds)
+
+    with pytest.raises(ValueError, match="static number of columns"):
+        unknown_columns.get_concrete_function()
+
+
+def test_cluster_sums_match_numpy():
+    s = np.sort(rows(2, 50, seed=6), axis=1)
+    cuts = np.float32([[-0.5, 0.0, 0.7], [-1.0, -0.9, 2.0]])
+    sums, counts = kmeans.cluster_sums(s, kmeans.prefix_sums(s), cuts)
+    for g in range(2):
+        label = np.searchsorted(cuts[g], s[g], side="right")
+        for j in range(4):
+            members = s[g][label == j].astype(np.float64)
+            assert counts.numpy()[g, j] == len(members)
+            assert sums.numpy()[g, j] == pytest.approx(members.sum())
+
+
+def test_exact_is_cheap_is_the_auto_bound():
+    assert kmeans.exact_is_cheap(1, 1022, 8)
+    assert not kmeans.exact_is_cheap(1, 1024, 2)
+    assert kmeans.exact_is_cheap(4, 511, 2)
+    assert not kmeans.exact_is_cheap(4, 512, 2)
+    assert not kmeans.exact_is_cheap(1, 200, 256)
+    assert not kmeans.exact_is_cheap(1, None, 2)
+
+
+def test_broadcast_rows():
+    v = rows(3, 5)
+    out = kmeans.broadcast_rows([[1.0, 2.0]], v, "t", "owner", k=2)
+    np.testing.assert_array_equal(out.numpy(), [[1.0, 2.0]] * 3)
+    with pytest.raises(ValueError, match=r"owner requires t of shape "
+                                         r"\[G, 3\]"):
+        kmeans.broadcast_rows([[1.0, 2.0]], v, "t", "owner", k=3)
+    with pytest.raises(ValueError, match="rank 2"):
+        kmeans.broadcast_rows([1.0, 2.0], v, "t", "owner")
 
 
 def test_docstring_examples():

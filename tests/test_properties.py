@@ -1,5 +1,7 @@
 """Property-based tests of every C step (hypothesis)."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,19 +13,21 @@ from hypothesis import strategies as st
 import lc_keras as lc
 
 QUANTIZERS = {
-    "adaptive2": lambda: lc.AdaptiveQuantization(2),
-    "adaptive3": lambda: lc.AdaptiveQuantization(3),
-    "adaptive4_lloyd": lambda: lc.AdaptiveQuantization(4, method="lloyd"),
-    "binary": lc.BinaryQuantization,
-    "scaled_binary": lc.ScaledBinaryQuantization,
-    "ternary": lc.TernaryQuantization,
-    "scaled_ternary": lc.ScaledTernaryQuantization,
-    "powers_of_two": lambda: lc.PowersOfTwoQuantization(-3, 1),
-    "scaled_powers_of_two": lambda: lc.PowersOfTwoQuantization(
-        -2, 0, scaled=True),
-    "fixed": lambda: lc.FixedCodebook([-0.7, 0.0, 0.2, 1.5]),
-    "partially_fixed": lambda: lc.FixedCodebook(
-        [-1.0, 0.0, 0.5, 1.0], trainable=[True, False, True, False]),
+    "adaptive2": lambda: lc.get_codebook("adaptive", k=2),
+    "adaptive3": lambda: lc.get_codebook("adaptive", k=3),
+    "adaptive4_lloyd": lambda: lc.get_codebook("adaptive", k=4,
+                                               method="lloyd"),
+    **{name: functools.partial(lc.get_codebook, name) for name in (
+        "binary", "scaled_binary", "ternary", "scaled_ternary")},
+    "powers_of_two": lambda: lc.get_codebook(
+        "powers_of_two", min_exponent=-3, max_exponent=1),
+    "scaled_powers_of_two": lambda: lc.get_codebook(
+        "powers_of_two", min_exponent=-2, max_exponent=0, scaled=True),
+    "fixed": lambda: lc.get_codebook("FixedCodebook",
+                                     values=[-0.7, 0.0, 0.2, 1.5]),
+    "partially_fixed": lambda: lc.get_codebook(
+        "FixedCodebook", values=[-1.0, 0.0, 0.5, 1.0],
+        trainable=[True, False, True, False]),
 }
 # Projections whose result is a global optimum over the whole feasible set:
 # fixed codebooks (nearest codeword), the closed forms, and 1-D k-means solved

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import lc_keras as lc
+from lc_keras import quantized
 from lc_keras import state as state_lib
 from conftest import mlp
 
@@ -74,7 +75,7 @@ def test_c_step_targets_are_codebook_entries(codebook, layers):
         np.testing.assert_array_equal(target, q.values())
         # ... and every value lies in its row of the codebook.
         rows = np.broadcast_to(
-            lc.quantized.channel_rows(q.shape, q.channel_axes), q.shape)
+            quantized.channel_rows(q.shape, q.channel_axes), q.shape)
         for r in range(q.groups):
             assert set(np.unique(target[rows == r])) <= set(q.codebook[r])
         assert q.layer_type == type(k.ref.layer).__name__

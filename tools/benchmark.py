@@ -57,6 +57,8 @@ import numpy as np
 import tensorflow as tf
 
 import lc_keras as lc
+from lc_keras import files
+from lc_keras import kmeans
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "quality", ["quality", "speed", "report"],
@@ -147,9 +149,9 @@ ARCHITECTURES = {"lenet300": lenet300, "lenet5": lenet5}
 
 def quantization(name):
     if name.startswith("k"):
-        return lc.AdaptiveQuantization(int(name[1:]))
-    return {"sb": lc.ScaledBinaryQuantization,
-            "st": lc.ScaledTernaryQuantization}[name]()
+        return lc.get_codebook("adaptive", k=int(name[1:]))
+    return lc.get_codebook(
+        {"sb": "scaled_binary", "st": "scaled_ternary"}[name])
 
 
 def codebook_label(name):
@@ -196,7 +198,7 @@ def reference_model(arch, x, y, xt, yt):
             f"The {arch} reference diverged (non-finite weights) at "
             f"--ref_lr={lr}; it was not saved. Lower --ref_lr.")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    with lc.files.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         model.save(tmp)
     return model
 
@@ -334,7 +336,7 @@ class _STE(lc.LCModel):
         v = tf.reshape(tf.cast(w, tf.float32), [1, -1])
         if isinstance(quantization, lc.AdaptiveQuantization):
             codebook = self.ste_codebooks[g]
-            z = lc.kmeans.assign_nearest(v, codebook)
+            z = kmeans.assign_nearest(v, codebook)
         else:
             codebook, z = quantization.project(v)
         return tf.reshape(tf.gather(codebook[0], z[0]), tf.shape(w))
@@ -526,7 +528,7 @@ def budget_tables(rows):
 def write_results(arch, rows, reference_row):
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     base = os.path.join(FLAGS.out_dir, f"results_{arch}")
-    lc.files.atomic_write_text(base + ".json", json.dumps(
+    files.atomic_write_text(base + ".json", json.dumps(
         {"reference": reference_row, "rows": rows}, indent=1))
     lines = [
         f"| {arch} | codebook | test error % | train loss | rho | epochs | "
@@ -540,7 +542,7 @@ def write_results(arch, rows, reference_row):
             f"{r['train_loss']:.4f} | {r['rho']:.1f} | {r['epochs']} | "
             f"{r['seconds']:.0f} |")
     lines += budget_tables(rows)
-    lc.files.atomic_write_text(base + ".md", "\n".join(lines) + "\n")
+    files.atomic_write_text(base + ".md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
         import matplotlib
@@ -582,7 +584,7 @@ def write_results(arch, rows, reference_row):
         axes[1].legend(fontsize=8)
         fig.tight_layout()
         name = codebook.replace(" ", "_").replace("=", "")
-        with lc.files.atomic_path(f"{base}_{name}.png") as tmp:
+        with files.atomic_path(f"{base}_{name}.png") as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
 
@@ -721,7 +723,7 @@ def speed():
                      f"{d_theirs:.6g} | {theirs / ours:.0f}× |")
         print(lines[-1])
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    lc.files.atomic_write_text(os.path.join(FLAGS.out_dir, "speed.md"),
+    files.atomic_write_text(os.path.join(FLAGS.out_dir, "speed.md"),
                                "\n".join(lines) + "\n")
     print("\n".join(lines))
 
