@@ -306,7 +306,7 @@ class StepLogger(keras.callbacks.Callback):
     >>> import lc_keras as lc
     >>> logger = StepLogger(lc.MuSchedule(steps=3, epochs_per_step=1))
     >>> logger.format(0, {"lc_mu": 1e-4, "loss": 0.5, "lc_penalty": 0.01,
-    ...                   "val_accuracy": 0.9, "lc_distortion/d/kernel": 2.0})
+    ...                   "val_accuracy": 0.9, "lc_distortion": 2.0})
     'LC step 1/3 (epoch 1): mu=0.0001 loss=0.5 lc_penalty=0.01 val_accuracy=0.9 distortion=2'
     >>> StepLogger(lc.MuSchedule.for_budget(5)).format(1, {"lc_step": 47})
     'LC epoch 2/5 (47 C steps): mu=nan'
@@ -337,10 +337,8 @@ class StepLogger(keras.callbacks.Callback):
                 parts.append(f"{key}={float(logs[key]):.4g}")
         parts += [f"{k}={float(v):.4g}" for k, v in logs.items()
                   if k.startswith("val_")]
-        distortion = [float(v) for k, v in logs.items()
-                      if k.startswith("lc_distortion/")]
-        if distortion:
-            parts.append(f"distortion={sum(distortion):.4g}")
+        if "lc_distortion" in logs:
+            parts.append(f"distortion={float(logs['lc_distortion']):.4g}")
         return " ".join(parts)
 
 

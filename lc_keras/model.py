@@ -683,14 +683,21 @@ class LCModel(keras.Model):
 
         The result is a copy with no LC classes: each compressed kernel holds
         the values of its codebook (at most K distinct values per codebook),
-        every other weight (biases, normalisation) is copied as it is.
+        every other weight (biases, normalisation) is copied as it is. It is
+        not compiled (so its `.keras` file holds no optimizer state):
+        compile it to train or evaluate it.
 
         Returns:
             A `keras.Model` of the same architecture.
         """
         state = self.compression_state()
         source = self._plain_model()
-        clone = keras.models.clone_model(source)
+        if source.compiled:
+            # clone_model would compile the copy as the source is, with
+            # optimizer slots for every weight.
+            clone = type(source).from_config(source.get_config())
+        else:
+            clone = keras.models.clone_model(source)
         source_weights = source.weights
         clone_weights = clone.weights
         if len(source_weights) != len(clone_weights):

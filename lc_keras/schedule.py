@@ -25,6 +25,9 @@ from lc_keras import checks
 from lc_keras.callbacks import LCCallback
 from lc_keras.model import LCModel
 
+#: `MuSchedule(per_kernel_logs=None)` logs per kernel up to this many kernels.
+PER_KERNEL_LOGS_UP_TO = 4
+
 
 def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 0.3),
                   mu0=None, mu_end=None):
@@ -174,10 +177,11 @@ class MuSchedule(LCCallback):
     or repeat C steps and λ updates), or a run closed early by the final C
     step above.
 
-    Logs (History, TensorBoard, progress bar): `lc_step`, `lc_mu`, and the
-    distortion ‖w − Δ(Θ)‖² of each kernel as `lc_distortion/<kernel path>`,
-    and the entries of each codebook of at most `log_codebooks` entries (not
-    per-channel) as `lc_codebook/<group>/<j>`.
+    Logs (History, TensorBoard, CSVLogger, progress bar): `lc_step`,
+    `lc_mu`, `lc_distortion` (the total ‖w − Δ(Θ)‖²), and, per kernel (see
+    `per_kernel_logs`), the distortion of each kernel as
+    `lc_distortion/<kernel path>` and the entries of each codebook of at most
+    `log_codebooks` entries (not per-channel) as `lc_codebook/<group>/<j>`.
 
     Args:
         mu0: μ of the first L step (> 0). The penalty is a SUM over weights;
@@ -196,6 +200,10 @@ class MuSchedule(LCCallback):
             resume only where the state was left (see above).
         log_codebooks: Largest codebook whose entries are logged each epoch
             (0: none).
+        per_kernel_logs: Whether the per-kernel logs above go into the epoch
+            logs (and so the progress bar as well as History): `None`
+            (default) for models of at most `PER_KERNEL_LOGS_UP_TO`
+            compressed kernels, `True` always, `False` never.
 
     Example:
 
@@ -209,7 +217,7 @@ class MuSchedule(LCCallback):
 
     def __init__(self, mu0=1e-4, growth=1.4, steps=30, epochs_per_step=2, *,
                  first_step_epochs=None, lr_decay=0.85, strict=True,
-                 log_codebooks=16, budget=None):
+                 log_codebooks=16, per_kernel_logs=None, budget=None):
         super().__init__()
         self.budget = None if budget is None else _check_budget(**budget)
         if self.budget is not None and lr_decay is not None:
@@ -248,6 +256,10 @@ class MuSchedule(LCCallback):
         self.strict = checks.check_bool("MuSchedule", "strict", strict)
         self.log_codebooks = checks.check_int(owner, "log_codebooks",
                                               log_codebooks, low=0)
+        if per_kernel_logs is not None:
+            per_kernel_logs = checks.check_bool(owner, "per_kernel_logs",
+                                                per_kernel_logs)
+        self.per_kernel_logs = per_kernel_logs
         self._epoch = None
         self._pending = False
         self._in_fit = False
@@ -262,7 +274,7 @@ class MuSchedule(LCCallback):
     @classmethod
     def for_budget(cls, epochs, *, step_batches=20, steps=None,
                    pull=(1e-2, 0.3), mu0=None, mu_end=None, strict=True,
-                   log_codebooks=16):
+                   log_codebooks=16, per_kernel_logs=None):
         """An LC schedule that fits a budget of `epochs` epochs.
 
         The budget is split into short L steps of `step_batches` batches
@@ -293,6 +305,7 @@ class MuSchedule(LCCallback):
             mu_end: μ of the last L step (>= mu0).
             strict: As for `MuSchedule`.
             log_codebooks: As for `MuSchedule`.
+            per_kernel_logs: As for `MuSchedule`.
 
         Returns:
             A `MuSchedule` whose `total_epochs` is `epochs`.
@@ -316,7 +329,8 @@ class MuSchedule(LCCallback):
         budget = {"epochs": epochs, "step_batches": step_batches,
                   "steps": steps, "pull": pull, "mu0": mu0,
                   "mu_end": mu_end}
-        return cls(strict=strict, log_codebooks=log_codebooks, lr_decay=None,
+        return cls(strict=strict, log_codebooks=log_codebooks,
+                   per_kernel_logs=per_kernel_logs, lr_decay=None,
                    budget=budget)
 
     def grid(self, steps_per_epoch, learning_rate):
@@ -577,10 +591,18 @@ class MuSchedule(LCCallback):
         if logs is not None:
             logs["lc_step"] = step
             logs["lc_mu"] = mu
-            for path, value in self._distortions.items():
-                logs[f"lc_distortion/{path}"] = value
-            logs.update(self._codebook_logs())
+            logs["lc_distortion"] = float(sum(self._distortions.values()))
+            if self._per_kernel():
+                for path, value in self._distortions.items():
+                    logs[f"lc_distortion/{path}"] = value
+                logs.update(self._codebook_logs())
         self._pending = False
+
+    def _per_kernel(self):
+        """Whether the epoch logs get the per-kernel entries."""
+        if self.per_kernel_logs is not None:
+            return self.per_kernel_logs
+        return len(self.model.lc_state.kernels) <= PER_KERNEL_LOGS_UP_TO
 
     def _rounded_distortions(self):
         return {k: round(v, 6) for k, v in self._distortions.items()}
@@ -627,5 +649,6 @@ class MuSchedule(LCCallback):
             "epochs_per_step": self.epochs_per_step,
             "first_step_epochs": self.first_step_epochs,
             "lr_decay": self.lr_decay, "strict": self.strict,
-            "log_codebooks": self.log_codebooks, "budget": self.budget,
+            "log_codebooks": self.log_codebooks,
+            "per_kernel_logs": self.per_kernel_logs, "budget": self.budget,
         }

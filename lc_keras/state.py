@@ -30,6 +30,9 @@ WITH_MULTIPLIERS = ("augmented", "feedback")
 #: extra C step after a run stopped inside an L step.
 AT_EPOCH_END, IN_EPOCH, CLOSED = 0, 1, 2
 
+# The layout of a saved state: 2 = without the derived Δ(Θ) and anchors.
+_FORMAT = 2
+
 
 def _safe(path):
     return path.replace("/", "__").replace(":", "_")
@@ -157,10 +160,11 @@ class LCState(keras.layers.Layer):
     Example:
 
     >>> import keras, lc_keras as lc
-    >>> ref = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> ref = keras.Sequential([keras.Input((8,)),
+    ...                         keras.layers.Dense(4, name="d")])
     >>> state = lc.LCModel(ref).lc_state
     >>> [k.path for k in state.kernels], state.c_steps
-    (['dense/kernel'], 0)
+    (['d/kernel'], 0)
     """
 
     def __init__(self, penalty="feedback", **kwargs):
@@ -218,6 +222,62 @@ class LCState(keras.layers.Layer):
 
     def call(self, inputs):  # pragma: no cover - never called
         return inputs
+
+    # ------------------------------------------------------------------
+    # Saving: Δ(Θ) and the anchors are derived, so they are not stored
+    # ------------------------------------------------------------------
+
+    def _stored(self):
+        """The variables a file holds: all but the derived Δ(Θ), anchors."""
+        head = [self._mu, self._steps, self._base_lr, self._epoch,
+                self._phase]
+        return (head + [g.codebook for g in self.group_states]
+                + [k.multipliers for k in self.kernels]
+                + [k.indices for k in self.kernels])
+
+    def save_own_variables(self, store):
+        """Saves μ, the counters, Θ, λ and the indices (the latter in the
+        smallest unsigned integer type that holds them); Δ(Θ) and the
+        anchors follow from those and are rebuilt when loading."""
+        if not self.created:
+            return super().save_own_variables(store)
+        indices = {id(k.indices): g.group.quantization.num_entries
+                   for g in self.group_states for k in g.kernels}
+        store["lc_format"] = np.array(_FORMAT)
+        for i, v in enumerate(self._stored()):
+            value = keras.ops.convert_to_numpy(v.value)
+            if id(v) in indices:
+                value = value.astype(
+                    np.uint8 if indices[id(v)] <= 256 else np.uint16)
+            store[f"{i}"] = value
+
+    def load_own_variables(self, store):
+        """Loads what `save_own_variables` saved (or a file of every
+        variable, as versions before it wrote), then rebuilds Δ(Θ) and the
+        anchors."""
+        if not self.created or "lc_format" not in store:
+            return super().load_own_variables(store)
+        stored = self._stored()
+        if len(store.keys()) != len(stored) + 1:
+            raise ValueError(
+                f"The LC state in this file holds {len(store.keys()) - 1} "
+                f"variables, but LCModel's state has {len(stored)}: it was "
+                "saved from a model with other compressed kernels.")
+        for i, v in enumerate(stored):
+            v.assign(np.asarray(store[f"{i}"]).astype(v.dtype))
+        self.rebuild_targets()
+
+    def rebuild_targets(self):
+        """Δ(Θ) ← codebook[row, indices] and the anchors, every kernel."""
+        mu = self._mu.value
+        for g in self.group_states:
+            flat = tf.reshape(g.codebook.value, [-1])
+            entries = g.group.quantization.num_entries
+            for k in g.kernels:
+                row = channel_rows(k.variable.shape, g.channel_axes(k.ref))
+                target = tf.gather(flat, row * entries + k.indices.value)
+                k.target.assign(target)
+                k.anchor.assign(self.anchor(target, k.multipliers.value, mu))
 
     @property
     def created(self):

@@ -652,3 +652,29 @@ def test_float16_kernels_are_refused(tmp_path):
     with pytest.raises(ValueError, match="layer 'q' has a float16 kernel"):
         export_quantized(model, variables, state, str(path))
     assert not path.exists()
+
+
+def test_attention_and_custom_layer_kernels_export_and_run(tmp_path):
+    """MultiHeadAttention projections, an add_weight matrix and a Dense
+    inside a custom layer: stored packed, and the interpreter computes the
+    Keras quantized net."""
+    import lc_keras as lc
+    from conftest import EncoderBlock
+    from conftest import Projection
+
+    inputs = keras.Input((5, 8))
+    h = EncoderBlock(name="block")(inputs)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(3, name="head")(Projection(name="proj")(h))
+    model = lc.LCModel(keras.Model(inputs, outputs),
+                       compression=lc.AdaptiveQuantization(4))
+    model.direct_compression()
+    state = model.compression_state()
+    assert len(state) == 9  # 4 attention, 2 feed-forward, 2 custom, head
+    info = export_tflite(model, str(tmp_path / "block.tflite"))
+    check_file(info, state)
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32)
+    expected = model.quantized_model().predict(x, verbose=0)
+    for interpreter in (None, lc.load_interpreter(info.path)):
+        got = run_tflite(info.path, x, interpreter)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

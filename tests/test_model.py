@@ -9,6 +9,7 @@ import lc_keras as lc
 from conftest import mlp
 from conftest import classification_data
 from conftest import image_data
+from conftest import sequence_net
 
 
 def functional(d=12, classes=3):
@@ -527,3 +528,46 @@ def test_for_budget_with_any_optimizer(optimizer):
         assert np.all(np.isfinite(w.numpy()))
     q = model.quantized_model()
     assert len(np.unique(q.get_layer("dense_1").kernel.numpy())) <= 2
+
+
+# Kernels found as variables: attention, RNNs, custom layers (issue 12) -----
+
+
+def test_attention_rnn_and_custom_kernels_train_quantize_and_reload(
+        tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 5, 8)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    model = lc.LCModel(sequence_net(), compression=lc.AdaptiveQuantization(2))
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    schedule = lc.MuSchedule.for_budget(1, step_batches=1)
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[schedule], verbose=0)
+    state = model.compression_state()
+    assert len(state) == 15
+    q = model.quantized_model()
+    for path, variable in model.compressed_variables().items():
+        assert len(np.unique(state[path].values())) <= 2
+    np.testing.assert_allclose(q.predict(x, verbose=0),
+                               model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "seq.keras")
+    model.save(path)
+    loaded = lc.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0),
+                                  model.predict(x, verbose=0))
+    # (Sublayers a custom layer creates without a name are renamed by
+    # Keras when the file is loaded, so compare in order.)
+    for kernel, saved in zip(loaded.compression_state().values(),
+                             state.values()):
+        np.testing.assert_array_equal(kernel.indices, saved.indices)
+
+
+def test_large_float_weights_are_named_in_a_warning():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(64, name="wide")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(h)
+    net = keras.Model(inputs, outputs)
+    with pytest.warns(UserWarning, match=r"leaves 2 weight\(s\) of more than "
+                      r"1% of the model's 450 weights float: "
+                      r"\['wide/kernel \(4, 64\)', 'wide/bias \(64,\)'\]"):
+        lc.LCModel(net, compression={"head": lc.AdaptiveQuantization(2)})

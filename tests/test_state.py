@@ -252,3 +252,59 @@ def test_state_survives_save_and_load(tmp_path):
         for va, vb in ((ka.multipliers, kb.multipliers),
                        (ka.target, kb.target), (ka.indices, kb.indices)):
             np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+def test_a_file_stores_the_state_without_the_derived_values(tmp_path):
+    """Δ(Θ) and the anchors are rebuilt on load, bit for bit; the indices
+    are stored in the smallest unsigned type."""
+    import h5py
+
+    model = lc.LCModel(mlp(), compression={
+        "dense_1": lc.AdaptiveQuantization(2, per_channel=True),
+        "dense_2": lc.ScaledTernaryQuantization()}, penalty="augmented")
+    model(np.zeros((1, 12), "float32"))  # built, so that it can be saved
+    model.direct_compression()
+    model.mu = 0.7
+    moved(model)
+    model.c_step()
+    path = str(tmp_path / "m.weights.h5")
+    model.save_weights(path)
+    with h5py.File(path) as f:
+        names = []
+        f.visititems(lambda n, o: names.append((n, o.dtype))
+                     if isinstance(o, h5py.Dataset) and "lc_state" in n
+                     else None)
+    stored = 5 + 2 + 2 * 2 + 1  # counters, codebooks, λ and indices, format
+    assert len(names) == stored
+    assert sum(dtype == np.uint8 for _, dtype in names) == 2
+    other = lc.LCModel(mlp(), compression={
+        "dense_1": lc.AdaptiveQuantization(2, per_channel=True),
+        "dense_2": lc.ScaledTernaryQuantization()}, penalty="augmented")
+    other(np.zeros((1, 12), "float32"))
+    other.load_weights(path)
+    for a, b in zip(model.lc_state.kernels, other.lc_state.kernels):
+        for va, vb in ((a.target, b.target), (a.anchor, b.anchor),
+                       (a.multipliers, b.multipliers),
+                       (a.indices, b.indices)):
+            np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+def test_files_of_every_variable_still_load(tmp_path, monkeypatch):
+    """Files written before the derived values were left out hold every
+    variable of the state, in order: they load as they did."""
+    model = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    model(np.zeros((1, 12), "float32"))
+    model.direct_compression()
+    moved(model)
+    model.c_step()
+    path = str(tmp_path / "old.weights.h5")
+    with monkeypatch.context() as m:
+        m.setattr(state_lib.LCState, "save_own_variables",
+                  keras.layers.Layer.save_own_variables)
+        model.save_weights(path)
+    other = lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2))
+    other(np.zeros((1, 12), "float32"))
+    other.load_weights(path)
+    for a, b in zip(model.lc_state.kernels, other.lc_state.kernels):
+        np.testing.assert_array_equal(a.target.numpy(), b.target.numpy())
+        np.testing.assert_array_equal(a.indices.numpy(), b.indices.numpy())
