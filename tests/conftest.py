@@ -81,3 +81,58 @@ def brute_force_kmeans(x, k):
         total += (mask * x * x).sum(1) - np.divide(
             s1 * s1, count, out=np.zeros_like(s1), where=count > 0)
     return total.min()
+
+
+@keras.saving.register_keras_serializable(package="lc_keras_tests")
+class EncoderBlock(keras.layers.Layer):
+    """A Transformer encoder block as keras.io writes it."""
+
+    def __init__(self, dim=8, heads=2, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.heads = dim, heads
+        self.att = keras.layers.MultiHeadAttention(heads, dim, name="att")
+        self.ffn = keras.Sequential([keras.layers.Dense(16, activation="relu"),
+                                     keras.layers.Dense(dim)], name="ffn")
+        self.norm1 = keras.layers.LayerNormalization()
+        self.norm2 = keras.layers.LayerNormalization()
+
+    def call(self, x):
+        h = self.norm1(x + self.att(x, x))
+        return self.norm2(h + self.ffn(h))
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads}
+
+
+@keras.saving.register_keras_serializable(package="lc_keras_tests")
+class Projection(keras.layers.Layer):
+    """A custom layer with its own `add_weight` matrix and a Dense inside."""
+
+    def __init__(self, units=6, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.inner = keras.layers.Dense(4, name="inner")
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.units),
+                                 name="kernel")
+        self.b = self.add_weight(shape=(self.units,), name="bias")
+        self.scale = self.add_weight(shape=(), name="scale")
+        self.inner.build((None, self.units))
+
+    def call(self, x):
+        return self.inner(self.scale * (x @ self.w) + self.b)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def sequence_net():
+    inputs = keras.Input((5, 8))
+    h = EncoderBlock(name="block")(inputs)
+    h = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True), name="bi")(h)
+    h = keras.layers.GRU(4, name="gru")(h)
+    h = Projection(name="proj")(h)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    return keras.Model(inputs, outputs, name="seq")
