@@ -539,6 +539,13 @@ def _convert(module, concrete):
 # ---------------------------------------------------------------------------
 
 
+def _check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"export_tflite supports layout in {LAYOUTS}. Received: "
+            f"layout={layout!r}")
+
+
 def _check_path(path):
     try:
         path = os.fspath(path)
@@ -606,11 +613,24 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
     >>> info.kernels[0].words, info.index_bytes
     (1, 4)
     """
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"export_tflite supports layout in {LAYOUTS}. Received: "
-            f"layout={layout!r}")
+    _check_layout(layout)
     path = _check_path(path)
+    data, plans = _file_bytes(keras_model, variables, state, layout,
+                              input_signature)
+    files.atomic_write_bytes(path, data)
+    result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
+                          kernels=tuple(p.exported() for p in plans))
+    logging.info(
+        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
+        "indices, %d bytes of codebooks.", path, len(data), layout,
+        len(plans), result.index_bytes, result.codebook_bytes)
+    return result
+
+
+def _file_bytes(keras_model, variables, state, layout, input_signature):
+    """`(bytes of the file, plans)`: traced, converted, verified and
+    checksummed; what `export_quantized` writes."""
+    _check_layout(layout)
     if not isinstance(keras_model, keras.Model):
         raise TypeError(
             "export_tflite expects a keras.Model. Received: "
@@ -639,14 +659,47 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
     verify_export(data, plans)
     data = add_checksums(data, plans)
     verify_export(data, plans)  # the repacked file too
-    files.atomic_write_bytes(path, data)
-    result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
-                          kernels=tuple(p.exported() for p in plans))
-    logging.info(
-        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
-        "indices, %d bytes of codebooks.", path, len(data), layout,
-        len(plans), result.index_bytes, result.codebook_bytes)
-    return result
+    return data, plans
+
+
+def _check_lcmodel(model):
+    for method in ("compression_state", "compressed_variables"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(
+                "export_tflite expects an LCModel (with compression_state() "
+                "and compressed_variables()); use export_quantized for a "
+                f"plain Keras model. Received: {type(model).__name__}")
+
+
+def tflite_bytes(model, *, layout="packed", input_signature=None):
+    """The bytes `export_tflite` would write, without writing them.
+
+    Args:
+        model: An `LCModel` that ran at least one C step.
+        layout: `"packed"` or `"cached"` (see `export_tflite`).
+        input_signature: Optional `tf.TensorSpec` (or list).
+
+    Returns:
+        The bytes of the `.tflite` file: the same, byte for byte, as the
+        file `export_tflite(model, path, layout=layout)` writes.
+
+    Raises:
+        ValueError: unknown layout or no C step yet.
+
+    Example:
+
+    >>> import keras, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    >>> _ = model.direct_compression()
+    >>> tflite_bytes(model)[4:8]
+    b'TFL3'
+    """
+    _check_lcmodel(model)
+    data, _ = _file_bytes(
+        model, model.compressed_variables(), model.compression_state(),
+        layout, input_signature)
+    return data
 
 
 def export_tflite(model, path, *, layout="packed", input_signature=None):
@@ -686,17 +739,9 @@ def export_tflite(model, path, *, layout="packed", input_signature=None):
     >>> info.kernels[0].bits, info.kernels[0].words
     (1, 1)
     """
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"export_tflite supports layout in {LAYOUTS}. Received: "
-            f"layout={layout!r}")
+    _check_layout(layout)
     _check_path(path)
-    for method in ("compression_state", "compressed_variables"):
-        if not callable(getattr(model, method, None)):
-            raise TypeError(
-                "export_tflite expects an LCModel (with compression_state() "
-                "and compressed_variables()); use export_quantized for a "
-                f"plain Keras model. Received: {type(model).__name__}")
+    _check_lcmodel(model)
     return export_quantized(
         model, model.compressed_variables(), model.compression_state(), path,
         layout=layout, input_signature=input_signature)
