@@ -67,6 +67,7 @@ import tensorflow as tf
 from absl import logging
 
 from lc_keras import files
+from lc_keras import rewrites
 from lc_keras import spec as spec_lib
 from lc_keras.packing import plan_kernel
 from lc_keras.quantized import QuantizedKernel
@@ -416,12 +417,33 @@ def _float32_compute(keras_model):
             layer.dtype_policy = policy
 
 
-def _trace(keras_model, kernels, signature, cached):
+def _folded_scales(kernels, folds):
+    """Per plan: the folded normalisation scale in TFLite layout, or None."""
+    scales = []
+    for plan, variable in kernels:
+        scale = folds.kernel_scale(variable) if folds is not None else None
+        if scale is not None:
+            unit = (1,) if plan.one_d else ()
+            scale = np.transpose(scale.reshape(unit + scale.shape), plan.perm)
+        scales.append(scale)
+    return scales
+
+
+def _trace(keras_model, kernels, signature, cached, folds=None):
     plans = [plan for plan, _ in kernels]
     module = _ExportModule(plans, cached)
     compressed = {id(variable) for _, variable in kernels}
-    frozen = [(v, tf.constant(keras.ops.convert_to_numpy(v.value)))
+    biases = {id(v): value for v, value in (
+        folds.bias_values() if folds is not None else [])}
+    frozen = [(v, tf.constant(biases[id(v)] if id(v) in biases else
+                              keras.ops.convert_to_numpy(v.value)))
               for v in keras_model.variables if id(v) not in compressed]
+    scales = _folded_scales(kernels, folds)
+
+    def decode(p, zero, codebooks, scale):
+        value = _decode_kernel(p, zero, codebooks)
+        # A folded normalisation: once, on the decoded weights.
+        return value if scale is None else value * tf.constant(scale)
 
     def forward(*args):
         inputs = args[0] if len(args) == 1 else list(args)
@@ -429,7 +451,8 @@ def _trace(keras_model, kernels, signature, cached):
         codebooks = {}
         if not cached:
             zero = _runtime_zero(flat)
-            decoded = [_decode_kernel(p, zero, codebooks) for p in plans]
+            decoded = [decode(p, zero, codebooks, s)
+                       for p, s in zip(plans, scales)]
         else:
             flag = module.decoded.read_value()
 
@@ -438,8 +461,8 @@ def _trace(keras_model, kernels, signature, cached):
             def decode_all():
                 # `flag` is 0 here: it is the zero that blocks folding.
                 assigns = [
-                    cache.value.assign(_decode_kernel(p, flag, codebooks))
-                    for cache, p in zip(caches, plans)]
+                    cache.value.assign(decode(p, flag, codebooks, s))
+                    for cache, p, s in zip(caches, plans, scales)]
                 with tf.control_dependencies(assigns):
                     return tf.identity(module.decoded.assign(1))
 
@@ -460,6 +483,36 @@ def _trace(keras_model, kernels, signature, cached):
     return module, function.get_concrete_function()
 
 
+def _trace_folded(keras_model, kernels, signature, cached):
+    """Traces once, watching for normalisations to fold; again if any."""
+    folds = rewrites.BatchNormFolds(keras_model, [v for _, v in kernels])
+    with folds.discover():
+        traced = _trace(keras_model, kernels, signature, cached)
+    if not folds.folds:
+        return traced
+    with folds.apply():
+        return _trace(keras_model, kernels, signature, cached, folds)
+
+
+def _trace_model(keras_model, kernels, signature, cached, explicit):
+    """`_trace_folded` with recurrent layers unrolled (a dynamic batch), or,
+    over sequences of unknown length, as loops (a static batch: 1 unless
+    the caller's signature says otherwise)."""
+    try:
+        with rewrites.unrolled_rnns(keras_model):
+            return _trace_folded(keras_model, kernels, signature, cached)
+    except ValueError as error:
+        if not rewrites.is_unroll_error(error):
+            raise
+    if not explicit:
+        signature = rewrites.with_batch(signature, 1)
+        logging.warning(
+            "Model '%s' has a recurrent layer over sequences of unknown "
+            "length: its TFLite file takes batches of 1 (pass "
+            "`input_signature` for another batch size).", keras_model.name)
+    return _trace_folded(keras_model, kernels, signature, cached)
+
+
 def _convert(module, concrete):
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [concrete], module)
@@ -468,6 +521,14 @@ def _convert(module, concrete):
     try:
         return bytes(converter.convert())
     except Exception as error:  # ConverterError is not public API.
+        if "TensorListReserve" in str(error):
+            shape = [1] + list(concrete.inputs[0].shape)[1:]
+            raise RuntimeError(
+                "TFLite conversion with builtin ops only failed: a recurrent "
+                "layer over sequences of unknown length runs as a loop, "
+                "which needs a static batch size. Pass one, e.g. "
+                f"`input_signature=[tf.TensorSpec({tuple(shape)})]`. "
+                f"Converter error: {error}") from error
         raise RuntimeError(
             "TFLite conversion with builtin ops only failed. The model uses "
             f"an op that has no TFLite builtin: {error}") from error
@@ -476,6 +537,13 @@ def _convert(module, concrete):
 # ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
+
+
+def _check_layout(layout):
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"export_tflite supports layout in {LAYOUTS}. Received: "
+            f"layout={layout!r}")
 
 
 def _check_path(path):
@@ -545,11 +613,24 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
     >>> info.kernels[0].words, info.index_bytes
     (1, 4)
     """
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"export_tflite supports layout in {LAYOUTS}. Received: "
-            f"layout={layout!r}")
+    _check_layout(layout)
     path = _check_path(path)
+    data, plans = _file_bytes(keras_model, variables, state, layout,
+                              input_signature)
+    files.atomic_write_bytes(path, data)
+    result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
+                          kernels=tuple(p.exported() for p in plans))
+    logging.info(
+        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
+        "indices, %d bytes of codebooks.", path, len(data), layout,
+        len(plans), result.index_bytes, result.codebook_bytes)
+    return result
+
+
+def _file_bytes(keras_model, variables, state, layout, input_signature):
+    """`(bytes of the file, plans)`: traced, converted, verified and
+    checksummed; what `export_quantized` writes."""
+    _check_layout(layout)
     if not isinstance(keras_model, keras.Model):
         raise TypeError(
             "export_tflite expects a keras.Model. Received: "
@@ -570,21 +651,55 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
                 "mixed policy.")
     signature = _input_signature(keras_model, input_signature)
     with _float32_compute(keras_model):
-        module, concrete = _trace(keras_model, kernels, signature,
-                                  cached=(layout == "cached"))
+        module, concrete = _trace_model(
+            keras_model, kernels, signature, cached=(layout == "cached"),
+            explicit=input_signature is not None)
     plans = [plan for plan, _ in kernels]
     data = _convert(module, concrete)
     verify_export(data, plans)
     data = add_checksums(data, plans)
     verify_export(data, plans)  # the repacked file too
-    files.atomic_write_bytes(path, data)
-    result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
-                          kernels=tuple(p.exported() for p in plans))
-    logging.info(
-        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
-        "indices, %d bytes of codebooks.", path, len(data), layout,
-        len(plans), result.index_bytes, result.codebook_bytes)
-    return result
+    return data, plans
+
+
+def _check_lcmodel(model):
+    for method in ("compression_state", "compressed_variables"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(
+                "export_tflite expects an LCModel (with compression_state() "
+                "and compressed_variables()); use export_quantized for a "
+                f"plain Keras model. Received: {type(model).__name__}")
+
+
+def tflite_bytes(model, *, layout="packed", input_signature=None):
+    """The bytes `export_tflite` would write, without writing them.
+
+    Args:
+        model: An `LCModel` that ran at least one C step.
+        layout: `"packed"` or `"cached"` (see `export_tflite`).
+        input_signature: Optional `tf.TensorSpec` (or list).
+
+    Returns:
+        The bytes of the `.tflite` file: the same, byte for byte, as the
+        file `export_tflite(model, path, layout=layout)` writes.
+
+    Raises:
+        ValueError: unknown layout or no C step yet.
+
+    Example:
+
+    >>> import keras, lc_keras as lc
+    >>> net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> model = lc.LCModel(net, compression=lc.AdaptiveQuantization(2))
+    >>> _ = model.direct_compression()
+    >>> tflite_bytes(model)[4:8]
+    b'TFL3'
+    """
+    _check_lcmodel(model)
+    data, _ = _file_bytes(
+        model, model.compressed_variables(), model.compression_state(),
+        layout, input_signature)
+    return data
 
 
 def export_tflite(model, path, *, layout="packed", input_signature=None):
@@ -624,17 +739,9 @@ def export_tflite(model, path, *, layout="packed", input_signature=None):
     >>> info.kernels[0].bits, info.kernels[0].words
     (1, 1)
     """
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"export_tflite supports layout in {LAYOUTS}. Received: "
-            f"layout={layout!r}")
+    _check_layout(layout)
     _check_path(path)
-    for method in ("compression_state", "compressed_variables"):
-        if not callable(getattr(model, method, None)):
-            raise TypeError(
-                "export_tflite expects an LCModel (with compression_state() "
-                "and compressed_variables()); use export_quantized for a "
-                f"plain Keras model. Received: {type(model).__name__}")
+    _check_lcmodel(model)
     return export_quantized(
         model, model.compressed_variables(), model.compression_state(), path,
         layout=layout, input_signature=input_signature)

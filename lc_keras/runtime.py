@@ -36,24 +36,59 @@ _FOLDABLE = frozenset((
     "READ_VARIABLE"))
 # Ops that reference other subgraphs.
 _CONTROL_FLOW = frozenset(("CALL_ONCE", "IF", "WHILE"))
+# Ops of the main subgraph that the cached layout's kernels depend on by
+# their side effects (initialising and filling the caches), not their data.
+_SIDE_EFFECTS = frozenset(("CALL_ONCE", "IF", "ASSIGN_VARIABLE"))
 _CACHE_PREFIX = "lc/cache_"
 
 
-def _evaluate(data, tensor_indices):
-    """Values of subgraph-0 tensors after one invoke on zero inputs."""
+def _decoding_ops(reader, main, kernels):
+    """The ops of the main subgraph that the decoded kernels need: their
+    producers, transitively, and the exporter's cache control flow (the
+    `CALL_ONCE` that initialises it, the `IF` that fills it), in order."""
+    needed = set(kernels)
+    kept = []
+    for op in reversed(main.operators or []):
+        if set(_ints(op.outputs)) & needed or reader.op_name(
+                op.opcodeIndex) in _SIDE_EFFECTS:
+            kept.append(op)
+            needed.update(i for i in _ints(op.inputs) if i >= 0)
+    kept.reverse()
+    return kept
+
+
+def _evaluate(reader, kernels):
+    """Values of the decoded kernels, tensor index -> array.
+
+    One invoke, on zero inputs, of the file cut down to the ops that
+    compute the kernels (`_decoding_ops`): the rest of the network does
+    not run. The same builtin kernels compute the same values as a whole
+    invoke of the file would.
+    """
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_litert.interpreter import OpResolverType
 
+    model = reader.model
+    main = model.subgraphs[0]
+    saved = main.operators, main.outputs, model.signatureDefs
+    try:
+        main.operators = _decoding_ops(reader, main, kernels)
+        main.outputs = list(kernels)
+        model.signatureDefs = None
+        data = pack_model(model, reader.buffers)
+    finally:
+        main.operators, main.outputs, model.signatureDefs = saved
     interpreter = Interpreter(
-        model_content=data, experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=(
+        model_content=data, experimental_op_resolver_type=(
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"],
                                np.zeros(detail["shape"], detail["dtype"]))
     interpreter.invoke()
-    return {i: np.array(interpreter.get_tensor(i)) for i in tensor_indices}
+    return {int(detail["index"]): np.array(
+        interpreter.get_tensor(detail["index"]))
+        for detail in interpreter.get_output_details()}
 
 
 def expand_tflite(path_or_bytes):
@@ -103,7 +138,7 @@ def _expand(data, source):
     model = reader.model
     main = model.subgraphs[0]
     kernels = _decoded_kernels(reader, main, source)
-    values = _evaluate(data, kernels)
+    values = _evaluate(reader, kernels)
     buffers = _store_constants(reader, main, kernels, values)
     _prune_ops(reader, model, kernels)
     _renumber_tensors(model)

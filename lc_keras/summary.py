@@ -22,7 +22,9 @@ import dataclasses
 
 import numpy as np
 
+from lc_keras import export
 from lc_keras import spec as spec_lib
+from lc_keras.file_bytes import file_bytes
 
 # ---------------------------------------------------------------------------
 # The paper's compression ratio
@@ -171,6 +173,10 @@ class ModelProfile:
         float_weights: One `FloatWeightProfile` per weight left in float.
         c_steps: C steps run so far (direct compression counts as 1).
         mu: The current penalty parameter μ.
+        layout: The export layout measured (`profile(model, layout=...)`),
+            or None.
+        file: The `lc_keras.file_bytes.FileBytes` of the file
+            `export_tflite` writes with that layout, or None.
 
     Example:
 
@@ -194,6 +200,8 @@ class ModelProfile:
     float_weights: tuple
     c_steps: int = 0
     mu: float = 0.0
+    layout: str = None
+    file: object = dataclasses.field(default=None, compare=False)
 
     @property
     def compressed_weights(self):
@@ -303,12 +311,18 @@ def _float_weights(model):
     return tuple(profiles)
 
 
-def profile(model):
+def profile(model, layout=None, input_signature=None):
     """Measures what an `LCModel` stores, kernel by kernel.
 
     Args:
         model: An `LCModel` that has run at least one C step (also one loaded
             from a `.keras` file).
+        layout: None, or `"packed"` / `"cached"`: also export the model to
+            memory with that layout (the exporter's own code,
+            `lc_keras.export.tflite_bytes`) and measure the file
+            (`ModelProfile.file`: its parts sum to the size of the file
+            `export_tflite` writes).
+        input_signature: Passed to the exporter with `layout`.
 
     Returns:
         A `ModelProfile`.
@@ -348,9 +362,14 @@ def profile(model):
             per_channel=q.per_channel, group=q.group,
             shared=len(members[q.group]) > 1, codebook_counted=first,
             dtype_bytes=dtype.itemsize))
+    measured = None
+    if layout is not None:
+        measured = file_bytes(export.tflite_bytes(
+            model, layout=layout, input_signature=input_signature))
     return ModelProfile(name=model.name, layers=tuple(layers),
                         float_weights=_float_weights(model),
-                        c_steps=model.c_steps, mu=model.mu)
+                        c_steps=model.c_steps, mu=model.mu, layout=layout,
+                        file=measured)
 
 
 # ---------------------------------------------------------------------------
@@ -413,6 +432,20 @@ def _box(title, header, rows, footer, align):
     return out
 
 
+def _file_box(p):
+    """The file's bytes, part by part, summing to its size."""
+    f = p.file
+    rows = [["Packed indices", "", f"{f.index_bytes:,}"],
+            ["Codebooks", "", f"{f.codebook_bytes:,}"]]
+    rows += [[c.name, f"{c.dtype} {_shape(c.shape)}", f"{c.bytes:,}"]
+             for c in f.constants]
+    rows += [[f"metadata {name}", "", f"{size:,}"]
+             for name, size in f.metadata]
+    rows.append(["Graph and padding", "", f"{f.graph_bytes:,}"])
+    return _box(f"{p.name} file ({p.layout})", ["Part", "Tensor", "Bytes"],
+                rows, ["Total (file size)", "", f"{f.size_bytes:,}"], "<<>")
+
+
 def render(p, max_values=4):
     """Renders a `ModelProfile` as the lines of a table.
 
@@ -467,6 +500,8 @@ def render(p, max_values=4):
         out += _box(f"{p.name} float weights",
                     ["Weight", "Shape", "Weights", "Dtype", "Bytes"], rows,
                     footer, "<<><>")
+    if p.file is not None:
+        out += _file_box(p)
     rows = [
         ["Weights (compressed + float)",
          f"{p.total_weights:,} ({p.compressed_weights:,} + "
@@ -479,11 +514,14 @@ def render(p, max_values=4):
                                   f"{p.paper_ratio:.2f})"],
         ["C steps, mu", f"{p.c_steps}, {p.mu:.4g}"],
     ]
+    if p.file is not None:
+        rows.insert(3, [f"File size ({p.layout})",
+                        f"{p.file.size_bytes:,} B"])
     out += _box(f"{p.name} summary", None, rows, None, "<<")
     return out
 
 
-def summary(model, print_fn=print, max_values=4):
+def summary(model, print_fn=print, max_values=4, layout=None):
     """Prints a table of what an `LCModel` stores, kernel by kernel.
 
     One row per compressed kernel (shape, weights, codebook type, K, bits per
@@ -498,6 +536,8 @@ def summary(model, print_fn=print, max_values=4):
             `ModelProfile`.
         print_fn: Called with each line (default `print`).
         max_values: Codebook values shown per row before abbreviating.
+        layout: None, or `"packed"` / `"cached"`: also list the bytes of
+            the file `export_tflite` writes with that layout (`profile`).
 
     Returns:
         The `ModelProfile` that was rendered.
@@ -517,7 +557,8 @@ def summary(model, print_fn=print, max_values=4):
     | Compression ratio rho         ... |
     ...
     """
-    p = model if isinstance(model, ModelProfile) else profile(model)
+    p = model if isinstance(model, ModelProfile) else profile(
+        model, layout=layout)
     for line in render(p, max_values=max_values):
         print_fn(line)
     return p

@@ -234,3 +234,50 @@ def test_file_without_the_zero_marker_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no 'lc_runtime_zero' tensor.*"
                        "Export it again"):
         lc.expand_tflite(info.path)
+
+
+# ---------------------------------------------------------------------------
+# Evaluating only the decoding
+# ---------------------------------------------------------------------------
+
+
+def _whole_invoke(reader, kernels):
+    """The previous evaluation: one invoke of the whole file on zero inputs,
+    every tensor preserved."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    from lc_keras.tflite_file import pack_model
+
+    interpreter = Interpreter(
+        model_content=pack_model(reader.model, list(reader.buffers)),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"],
+                               np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+    return {i: np.array(interpreter.get_tensor(i)) for i in kernels}
+
+
+@pytest.mark.parametrize("case", ["mixed-packed", "mixed-cached",
+                                  "dense-k8", "static-batch"])
+def test_decoding_only_is_bit_exact(tmp_path, monkeypatch, case):
+    from lc_keras import runtime
+
+    if case.startswith("mixed"):
+        model, plan = mixed_model(), MIXED_PLAN
+    elif case == "dense-k8":
+        model, plan = _dense(), {"q": (8, "random", True, None)}
+    else:
+        model = keras.Sequential([keras.Input((6,), batch_size=2),
+                                  keras.layers.Dense(3, name="q")])
+        plan = {"q": (4, "random", False, None)}
+    variables, state = quantize(model, plan, normalize=True)
+    info = export_quantized(
+        model, variables, state, str(tmp_path / "m.tflite"),
+        layout="cached" if case.endswith("cached") else "packed")
+    new = lc.expand_tflite(info.path)
+    monkeypatch.setattr(runtime, "_evaluate", _whole_invoke)
+    assert lc.expand_tflite(info.path) == new
