@@ -401,7 +401,8 @@ def _float32_compute(keras_model):
     float32.
     """
     changed = []
-    layers = [keras_model] + [layer for layer, _ in spec_lib.walk_layers(keras_model)]
+    layers = [keras_model] + [
+        layer for layer, _, _ in spec_lib.owned_layers(keras_model)]
     for layer in layers:
         policy = getattr(layer, "dtype_policy", None)
         if policy is None or policy.quantization_mode is not None:

@@ -243,14 +243,15 @@ class BatchNormFolds:
     Example:
 
     >>> import keras, numpy as np, tensorflow as tf
-    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
-    ...                         keras.layers.BatchNormalization()])
+    >>> net = keras.Sequential([keras.Input((4,)),
+    ...                         keras.layers.Dense(3, name="dense"),
+    ...                         keras.layers.BatchNormalization(name="bn")])
     >>> folds = BatchNormFolds(net, [net.layers[0].kernel])
     >>> trace = tf.function(lambda x: net(x, training=False))
     >>> with folds.discover():
     ...     _ = trace.get_concrete_function(tf.TensorSpec((None, 4)))
     >>> [(f.layer.name, f.norm.name) for f in folds.folds]
-    [('dense', 'batch_normalization')]
+    [('dense', 'bn')]
     """
 
     def __init__(self, keras_model, compressed):

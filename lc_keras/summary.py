@@ -214,6 +214,13 @@ class ModelProfile:
         return sum(p.weights for p in self.float_weights)
 
     @property
+    def large_float_weights(self):
+        """The float weights of more than 1 % of all weights (the ones
+        `LCModel` warns about when it is built)."""
+        return tuple(f for f in self.float_weights
+                     if f.weights > 0.01 * self.total_weights)
+
+    @property
     def total_weights(self):
         """All weights of the model (compressed and float)."""
         return self.compressed_weights + self.float_weight_count
@@ -500,6 +507,10 @@ def render(p, max_values=4):
         out += _box(f"{p.name} float weights",
                     ["Weight", "Shape", "Weights", "Dtype", "Bytes"], rows,
                     footer, "<<><>")
+        large = p.large_float_weights
+        if large:
+            out.append(f"Float weights of more than 1% of the model's "
+                       f"weights: {', '.join(f.name for f in large)}.")
     if p.file is not None:
         out += _file_box(p)
     rows = [

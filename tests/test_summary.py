@@ -60,6 +60,7 @@ Codebook 'shared:[ab]' is shared by a/kernel, b/kernel; its bytes are counted on
 +----------------------------------------------------+
 | Total                           30             120 |
 +----------------------------------------------------+
+Float weights of more than 1% of the model's weights: a/bias, b/bias, bn/gamma, bn/beta, bn/moving_mean, bn/moving_variance, c/bias, d/bias.
 +lc_golden summary------------------------------------------------------------+
 | Weights (compressed + float)  98 (68 + 30)                                  |
 | Float size                    392 B                                         |
@@ -202,3 +203,19 @@ def test_bytes_match_the_exported_file(tmp_path):
     assert sum(t.data_bytes for t in floats) - p.codebook_bytes == \
         p.float_bytes
     assert p.compressed_bytes < found.size_bytes
+
+
+def test_large_float_weights_are_named():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(64, name="wide")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(h)
+    model = lc.LCModel(keras.Model(inputs, outputs),
+                       compression={"head": lc.AdaptiveQuantization(2)})
+    model.direct_compression()
+    p = lc.profile(model)
+    assert [f.name for f in p.large_float_weights] == ["wide/kernel",
+                                                       "wide/bias"]
+    lines = []
+    lc.summary(model, print_fn=lines.append)
+    assert any("more than 1% of the model's weights: wide/kernel, wide/bias"
+               in line for line in lines)
