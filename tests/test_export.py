@@ -678,3 +678,18 @@ def test_attention_and_custom_layer_kernels_export_and_run(tmp_path):
     for interpreter in (None, lc.load_interpreter(info.path)):
         got = run_tflite(info.path, x, interpreter)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_float_tflite_bytes_computes_the_keras_model(tmp_path):
+    from lc_keras.export import float_tflite_bytes
+
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                            keras.layers.BatchNormalization(),
+                            keras.layers.Dense(2)])
+    data = float_tflite_bytes(net)
+    summary = inspect_tflite(data)
+    assert summary.constant_bytes >= 4 * (6 * 4 + 4 * 2)  # weights stored
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    got = run_tflite(None, x, Interpreter(model_content=data))
+    np.testing.assert_allclose(got, net.predict(x, verbose=0), rtol=1e-5,
+                               atol=1e-6)

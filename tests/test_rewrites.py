@@ -16,6 +16,7 @@ from test_runtime import ops_of
 
 import lc_keras as lc
 from lc_keras.export import export_quantized
+from lc_keras.export import float_tflite_bytes
 
 
 def _lstm_net():
@@ -89,15 +90,7 @@ def _randomize_norms(net, seed=0):
 def _float_file(net, shape):
     """A plain float conversion of the Keras net (the converter folds the
     normalisations into the constant kernels)."""
-    frozen = [(v, tf.constant(v.numpy())) for v in net.variables]
-
-    @tf.function(input_signature=[tf.TensorSpec((None,) + shape)])
-    def forward(x):
-        with keras.StatelessScope(state_mapping=frozen):
-            return net(x, training=False)
-
-    return tf.lite.TFLiteConverter.from_concrete_functions(
-        [forward.get_concrete_function()], tf.Module()).convert()
+    return float_tflite_bytes(net, tf.TensorSpec((None,) + shape))
 
 
 @pytest.fixture(scope="module")

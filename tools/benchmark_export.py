@@ -39,6 +39,7 @@ from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from ai_edge_litert.interpreter import OpResolverType  # noqa: E402
 
 from lc_keras.export import export_quantized  # noqa: E402
+from lc_keras.export import float_tflite_bytes  # noqa: E402
 from lc_keras.files import atomic_write_bytes  # noqa: E402
 from lc_keras.files import check_writable  # noqa: E402
 from lc_keras.quantized import QuantizedKernel  # noqa: E402
@@ -128,19 +129,8 @@ def quantize(model, k, rng):
 
 def export_float(model, path):
     """Plain float32 TFLite file of the model's current weights."""
-    frozen = [(v, tf.constant(keras.ops.convert_to_numpy(v.value)))
-              for v in model.variables]
     spec = tf.TensorSpec(model.inputs[0].shape, model.inputs[0].dtype)
-
-    @tf.function(input_signature=[spec], autograph=False)
-    def forward(x):
-        with keras.StatelessScope(state_mapping=frozen):
-            return model(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [forward.get_concrete_function()], tf.Module())
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    data = converter.convert()
+    data = float_tflite_bytes(model, spec)
     atomic_write_bytes(path, data)
     return len(data)
 

@@ -31,10 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import lc_keras as lc  # noqa: E402
+from lc_keras.export import float_tflite_bytes  # noqa: E402
 
 flags.DEFINE_list("models", ["transformer", "mobilenetv2"], "models")
 flags.DEFINE_integer("k", 4, "codebook entries")
@@ -125,17 +125,6 @@ def latency(interpreter, x):
     return statistics.median(times)
 
 
-def float_file(net, path):
-    signature = [tf.TensorSpec((1,) + tuple(net.inputs[0].shape[1:]),
-                               net.inputs[0].dtype)]
-    fn = tf.function(lambda x: net(x, training=False),
-                     input_signature=signature)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [fn.get_concrete_function()], net)
-    with open(path, "wb") as f:
-        f.write(converter.convert())
-
-
 def measure(name, folder):
     net = MODELS[name]()
     rng = np.random.default_rng(0)
@@ -151,11 +140,13 @@ def measure(name, folder):
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[schedule], verbose=0)
     paths = {k: os.path.join(folder, f"{name}.{k}")
              for k in ("float.tflite", "packed.tflite", "lc.keras",
-                       "quantized.keras")}
-    float_file(model.quantized_model(), paths["float.tflite"])
+                       "quantized.keras", "float.keras")}
+    with open(paths["float.tflite"], "wb") as f:
+        f.write(float_tflite_bytes(model.quantized_model()))
     lc.export_tflite(model, paths["packed.tflite"])
     model.save(paths["lc.keras"])
     model.quantized_model().save(paths["quantized.keras"])
+    net.save(paths["float.keras"])  # the float net itself, uncompiled
     sizes = {k: os.path.getsize(p) for k, p in paths.items()}
     one = batch(net, 1, rng)
     float_s = latency(Interpreter(model_path=paths["float.tflite"],
@@ -169,7 +160,8 @@ def measure(name, folder):
           f"{sizes['float.tflite']:,} | {sizes['packed.tflite']:,} "
           f"({sizes['packed.tflite'] / sizes['float.tflite']:.3f}x) | "
           f"{(sizes['lc.keras'] - slots) / weights_bytes:.2f}x + slots | "
-          f"{sizes['quantized.keras'] / weights_bytes:.3f}x | "
+          f"{sizes['quantized.keras'] / weights_bytes:.3f}x "
+          f"({sizes['quantized.keras'] / sizes['float.keras']:.3f}x) | "
           f"{float_s * 1e3:.2f} | {expanded_s * 1e3:.2f} "
           f"({expanded_s / float_s:.2f}x) |", flush=True)
 
@@ -178,7 +170,8 @@ def main(argv):
     del argv
     print("| model | kernels | weights compressed | float .tflite B | "
           "packed .tflite B | LCModel .keras / float weights | "
-          "quantized_model() .keras / float weights | float ms | "
+          "quantized_model() .keras / float weights (/ float net's .keras) | "
+          "float ms | "
           "expanded ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
