@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 import lc_keras as lc
@@ -264,3 +265,16 @@ def test_frozen_custom_matrices_stay_float():
     # The add_weight matrix is recognised only while trainable; the Dense
     # inside is a known layer class, kept (and frozen) as before.
     assert "proj/kernel" not in paths and "proj/inner/kernel" in paths
+
+
+def test_every_resnet50_weight_matrix_is_found():
+    net = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3),
+                                      classes=10)
+    refs = spec_lib.compressible_kernels(net)
+    expected = [layer for layer in net.layers
+                if isinstance(layer, (keras.layers.Conv2D,
+                                      keras.layers.Dense))]
+    assert [r.layer.name for r in refs] == [layer.name for layer in expected]
+    compressed = sum(r.size for r in refs)
+    total = sum(int(np.prod(v.shape)) for v in net.weights)
+    assert compressed / total > 0.99
