@@ -60,6 +60,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -67,6 +68,7 @@ import tensorflow as tf
 from absl import logging
 
 from lc_keras import files
+from lc_keras import native
 from lc_keras import spec as spec_lib
 from lc_keras.packing import plan_kernel
 from lc_keras.quantized import QuantizedKernel
@@ -74,7 +76,7 @@ from lc_keras.tflite_file import RUNTIME_ZERO_NAME
 from lc_keras.tflite_file import add_checksums
 from lc_keras.tflite_file import verify_export
 
-LAYOUTS = ("packed", "cached")
+LAYOUTS = ("packed", "cached", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,12 +418,19 @@ def _float32_compute(keras_model):
             layer.dtype_policy = policy
 
 
-def _trace(keras_model, kernels, signature, cached):
+def _trace(keras_model, kernels, signature, cached, constants=None):
     plans = [plan for plan, _ in kernels]
     module = _ExportModule(plans, cached)
     compressed = {id(variable) for _, variable in kernels}
-    frozen = [(v, tf.constant(keras.ops.convert_to_numpy(v.value)))
-              for v in keras_model.variables if id(v) not in compressed]
+    constants = constants or {}
+
+    def value(v):
+        if id(v) in constants:
+            return constants[id(v)]
+        return keras.ops.convert_to_numpy(v.value)
+
+    frozen = [(v, tf.constant(value(v))) for v in keras_model.variables
+              if id(v) not in compressed]
 
     def forward(*args):
         inputs = args[0] if len(args) == 1 else list(args)
@@ -473,6 +482,42 @@ def _convert(module, concrete):
             f"an op that has no TFLite builtin: {error}") from error
 
 
+def _convert_native(keras_model, kernels, signature):
+    """The native layout: `(data, packed kernels, integer kernels)`.
+
+    Kernels on an integer grid are traced as float constants Δ(Θ) and
+    rewritten as LiteRT integer tensors (`lc_keras.native`); the others,
+    and any the converter did not keep as a filter of an op with integer
+    weights, are packed (with a warning naming them).
+    """
+    integers = {}
+    for plan, variable in kernels:
+        found = native.integer_kernel(plan.key, plan.q)
+        if found is not None:
+            integers[plan.key] = found
+    while True:  # ends: `integers` shrinks every round that misses one
+        packed = [(p, v) for p, v in kernels if p.key not in integers]
+        constants = {id(v): integers[p.key].q.values() for p, v in kernels
+                     if p.key in integers}
+        with _float32_compute(keras_model):
+            module, concrete = _trace(keras_model, packed, signature,
+                                      cached=False, constants=constants)
+        data, stored, missing = native.store_integers(
+            _convert(module, concrete), list(integers.values()))
+        if not missing:
+            break
+        for key in missing:
+            del integers[key]
+    left = [p.key for p, _ in kernels if p.key not in integers]
+    if left:
+        warnings.warn(
+            "export_tflite(layout='native') stores these kernels packed, "
+            "as their codebooks are not an integer grid with a scale (or "
+            "their op takes no integer weights): " + ", ".join(left),
+            stacklevel=3)
+    return data, packed, tuple(stored)
+
+
 # ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
@@ -515,8 +560,10 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
             model.
         state: `{key: QuantizedKernel}` with the same keys.
         path: Output path, ending in `.tflite`.
-        layout: `"packed"` (decode every invoke) or `"cached"` (decode on
-            the first invoke into float resource variables).
+        layout: `"packed"` (decode every invoke), `"cached"` (decode on
+            the first invoke into float resource variables) or `"native"`
+            (kernels on an integer grid as LiteRT INT2/INT4/INT8 weights,
+            the others packed; see `lc_keras.native`).
         input_signature: A `tf.TensorSpec` (or a list, one per input). By
             default taken from `keras_model.inputs`, else from its build
             config (float32).
@@ -569,17 +616,25 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
                 f"{variable.dtype}. Build the model with float32 or a "
                 "mixed policy.")
     signature = _input_signature(keras_model, input_signature)
-    with _float32_compute(keras_model):
-        module, concrete = _trace(keras_model, kernels, signature,
-                                  cached=(layout == "cached"))
+    if layout == "native":
+        data, kernels, integers = _convert_native(keras_model, kernels,
+                                                  signature)
+    else:
+        with _float32_compute(keras_model):
+            module, concrete = _trace(keras_model, kernels, signature,
+                                      cached=(layout == "cached"))
+        data, integers = _convert(module, concrete), ()
     plans = [plan for plan, _ in kernels]
-    data = _convert(module, concrete)
     verify_export(data, plans)
     data = add_checksums(data, plans)
     verify_export(data, plans)  # the repacked file too
+    native.verify_integers(data, integers)
     files.atomic_write_bytes(path, data)
+    exported = {p.key: p.exported() for p in plans}
+    exported.update({k.key: k.exported() for k in integers})
     result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
-                          kernels=tuple(p.exported() for p in plans))
+                          kernels=tuple(exported[key] for key in state
+                                        if key in exported))
     logging.info(
         "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
         "indices, %d bytes of codebooks.", path, len(data), layout,
@@ -602,7 +657,13 @@ def export_tflite(model, path, *, layout="packed", input_signature=None):
         layout: `"packed"` decodes the kernels on every invoke; `"cached"`
             decodes them on the first invoke into float resource variables
             and reuses them (faster; a slightly larger file; the float
-            kernels stay in memory).
+            kernels stay in memory); `"native"` stores every kernel whose
+            codebook is an integer grid with a scale (`UniformQuantization`,
+            binary, ternary, scaled binary/ternary, any affine codebook) as
+            LiteRT's INT2/INT4/INT8 weights with per-channel scales, which
+            the stock interpreter runs as stored with its fast
+            dynamic-range kernels (activations quantized to int8 at run
+            time); other kernels are packed, with a warning.
         input_signature: Optional `tf.TensorSpec` (or list) for models whose
             inputs cannot be inferred.
 
