@@ -15,7 +15,7 @@ gzip:
 * per-channel codebooks add each channel's row offset to the indices before
   the codebook `GATHER`.
 
-Two layouts:
+Three layouts:
 
 * `"packed"` decodes the kernels on every invoke: smallest memory, slowest.
 * `"cached"` decodes them once, on the first invoke, into float resource
@@ -23,6 +23,10 @@ Two layouts:
   `ASSIGN_VARIABLE`s the kernels while it is 0); later invokes only
   `READ_VARIABLE` them. The file is larger by the extra subgraphs; resident
   memory holds the float kernels (twice, with the read copies).
+* `"native"` stores every kernel whose codebook is an integer grid with a
+  scale as LiteRT's own INT2/INT4/INT8 filter with per-channel scales
+  (`lc_keras.native`), which the stock interpreter runs as stored with its
+  dynamic-range kernels; the other kernels are packed, with a warning.
 
 The interpreter's XNNPACK delegate only takes convolutions whose filter is a
 constant, so kernels decoded at run time run on the builtin kernels (see
@@ -636,9 +640,10 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
                           kernels=tuple(exported[key] for key in state
                                         if key in exported))
     logging.info(
-        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
-        "indices, %d bytes of codebooks.", path, len(data), layout,
-        len(plans), result.index_bytes, result.codebook_bytes)
+        "Wrote %s (%d bytes, layout=%s): %d kernels (%d as LiteRT integers), "
+        "%d bytes of indices, %d bytes of codebooks.", path, len(data),
+        layout, len(result.kernels), len(integers), result.index_bytes,
+        result.codebook_bytes)
     return result
 
 
