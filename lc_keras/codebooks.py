@@ -455,7 +455,7 @@ class UniformQuantization(Quantization):
     >>> import tensorflow as tf
     >>> q = UniformQuantization(2)
     >>> c, z = q.project(tf.constant([[-0.9, 0.1, 0.35, 1.0]]))
-    >>> c.numpy().round(4).tolist(), z.numpy().tolist()
+    >>> c.numpy().astype(float).round(4).tolist(), z.numpy().tolist()
     ([[-0.95, 0.0, 0.95]], [[0, 1, 1, 2]])
     >>> UniformQuantization(4).num_entries
     15

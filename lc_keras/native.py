@@ -143,7 +143,7 @@ def integer_kernel(key, q):
     >>> integer_kernel("k", q).codes.tolist()
     [[-3, 1]]
     >>> print(integer_kernel("k", QuantizedKernel(
-    ...     "k", "d", "kernel", "x", [-0.3, 0.11], [[0, 1]])))
+    ...     "k", "d", "kernel", "x", [-0.3, 0.31415927], [[0, 1]])))
     None
     """
     if q.k > (1 << NATIVE_BITS[-1]):
@@ -179,7 +179,7 @@ def pack_codes(codes, bits):
     Example:
 
     >>> pack_codes([1, -1, 0, 1], 2).hex(), pack_codes([-8, 7], 4).hex()
-    ('4c', '78')
+    ('4d', '78')
     """
     codes = np.asarray(codes).reshape(-1).astype(np.int64)
     if bits == 8:
@@ -197,7 +197,7 @@ def unpack_codes(data, bits, count):
 
     Example:
 
-    >>> unpack_codes(bytes.fromhex("4c"), 2, 4).tolist()
+    >>> unpack_codes(bytes.fromhex("4d"), 2, 4).tolist()
     [1, -1, 0, 1]
     """
     raw = np.frombuffer(bytes(data), np.uint8).astype(np.int64)

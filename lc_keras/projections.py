@@ -493,9 +493,12 @@ def _uniform_exact(v, q):
 
 def _uniform_start(v, q):
     """The exact scale of evenly spaced quantiles of `|v|` (a start)."""
-    n = int(v.shape[1])
-    m = max(1, min(n, _UNIFORM_EXACT_LIMIT // (max(1, int(v.shape[0])) * q)))
-    picks = ((np.arange(m) + 0.5) * n / m).astype(np.int32)
+    cap = max(1, _UNIFORM_EXACT_LIMIT // (max(1, v.shape[0] or 1) * q))
+    n = tf.shape(v)[1]
+    m = tf.minimum(n, cap)
+    picks = tf.cast((tf.cast(tf.range(m), tf.float64) + 0.5)
+                    * tf.cast(n, tf.float64) / tf.cast(m, tf.float64),
+                    tf.int32)
     s = tf.sort(tf.abs(v), axis=1)
     return _uniform_exact(tf.gather(s, picks, axis=1), q)
 
@@ -541,7 +544,7 @@ def projection_uniform(v, bits, previous=None, method="auto",
 
     >>> import tensorflow as tf
     >>> c, z = projection_uniform(tf.constant([[-0.9, 0.1, 0.35, 1.0]]), 2)
-    >>> c.numpy().round(4).tolist(), z.numpy().tolist()
+    >>> c.numpy().astype(float).round(4).tolist(), z.numpy().tolist()
     ([[-0.95, 0.0, 0.95]], [[0, 1, 1, 2]])
     """
     owner = "projection_uniform"

@@ -393,7 +393,8 @@ def test_get_config_round_trip(name):
         restored = codebooks.get(identifier)
         assert type(restored) is type(q)
         assert restored.get_config() == q.get_config()
-    if not isinstance(q, (AdaptiveQuantization, FixedCodebook)):
+    if not isinstance(q, (AdaptiveQuantization, FixedCodebook,
+                          UniformQuantization)):
         # No required argument: the config may be left out.
         assert codebooks.get({"class_name": q.kind}).kind == q.kind
 

@@ -56,7 +56,8 @@ def test_integer_kernel_finds_the_grid(codebook, bits, scale):
 
 
 @pytest.mark.parametrize("codebook", [
-    [-0.3, 0.11], [0.1, 0.2, 0.35], [-1.0, 200.0], list(range(-200, 56))])
+    [-0.3, 0.31415927], [0.1, 0.2, 0.31415927], [-1.0, 200.0],
+    list(range(-200, 56))])
 def test_integer_kernel_refuses_other_codebooks(codebook):
     q = kernel([codebook], indices=np.zeros((4, 3), np.int32))
     assert integer_kernel("k", q) is None
@@ -188,8 +189,8 @@ def test_non_affine_kernels_fall_back_to_packed_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="stores these kernels packed.*fc1"):
         info = lc.export_tflite(model, path, layout="native")
     assert {k.name: k.bits for k in info.kernels}["fc1/kernel"] == 2
-    assert [p.name for p in lc.inspect_tflite(path).packed_kernels] == [
-        "fc1/kernel"]
+    packed = [p.name for p in lc.inspect_tflite(path).packed_kernels]
+    assert len(packed) == 1 and "fc1/kernel" in packed[0]
     assert filters(path)["FULLY_CONNECTED"][1][0] == "INT4"
     x = np.random.default_rng(1).normal(size=(2, 10, 10, 3)).astype("f4")
     want = keras.ops.convert_to_numpy(model.quantized_model()(x))
