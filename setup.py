@@ -19,6 +19,8 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "tensorboard"],
         "plot": ["matplotlib"],
-        "bench": ["scikit-learn", "matplotlib"],
+        # ai-edge-quantizer: the post-training rows of
+        # tools/benchmark_export.py --native.
+        "bench": ["scikit-learn", "matplotlib", "ai-edge-quantizer==0.10.*"],
     },
 )

@@ -22,6 +22,7 @@ from lc_keras.codebooks import Quantization
 from lc_keras.codebooks import ScaledBinaryQuantization
 from lc_keras.codebooks import ScaledTernaryQuantization
 from lc_keras.codebooks import TernaryQuantization
+from lc_keras.codebooks import UniformQuantization
 from lc_keras.codebooks import get as get_codebook
 from lc_keras.export import TFLiteExport
 from lc_keras.export import export_quantized
@@ -68,6 +69,7 @@ __all__ = [
     "TernaryQuantization",
     "ScaledTernaryQuantization",
     "PowersOfTwoQuantization",
+    "UniformQuantization",
     "FixedCodebook",
     "get_codebook",
     "projections",

@@ -87,6 +87,8 @@ def define_flags(flag_values=None):
     flags.DEFINE_enum("codebook", "adaptive", list(CODEBOOKS),
                       "Codebook type of every compressed kernel.", **d)
     flags.DEFINE_integer("k", 2, "Codebook size for --codebook=adaptive.", **d)
+    flags.DEFINE_integer("bits", codebooks.DEFAULT_BITS,
+                         "Bits for --codebook=uniform (2 to 8).", **d)
     flags.DEFINE_bool("per_channel", False, "One codebook per output channel.",
                       **d)
     flags.DEFINE_list("keep_float", [], "Layer names or glob patterns whose "
@@ -248,10 +250,12 @@ def prepare_inputs(x, model):
 
 
 def _codebook(fv):
-    """The codebook of every compressed kernel (--codebook, --k)."""
+    """The codebook of every compressed kernel (--codebook, --k, --bits)."""
     kwargs = {"per_channel": fv.per_channel}
     if fv.codebook == "adaptive":
         kwargs["k"] = fv.k
+    if fv.codebook == "uniform":
+        kwargs["bits"] = fv.bits
     return codebooks.get(fv.codebook, **kwargs)
 
 

@@ -31,6 +31,7 @@ from lc_keras.quantized import MAX_ENTRIES
 __all__ = [
     "AdaptiveQuantization",
     "BinaryQuantization",
+    "DEFAULT_BITS",
     "DEFAULT_K",
     "FixedCodebook",
     "NAMES",
@@ -39,6 +40,7 @@ __all__ = [
     "ScaledBinaryQuantization",
     "ScaledTernaryQuantization",
     "TernaryQuantization",
+    "UniformQuantization",
     "get",
 ]
 
@@ -422,6 +424,77 @@ class FixedCodebook(Quantization):
             **super().get_config()}
 
 
+@keras.saving.register_keras_serializable(package="lc_keras")
+class UniformQuantization(Quantization):
+    """Uniform grid `a * {-q, ..., q}`, `q = 2**(bits-1) - 1`, learned `a`.
+
+    The symmetric integer grid of `bits` bits with zero point 0, the range
+    LiteRT stores in its own INT2 / INT4 / INT8 weight types (the most
+    negative code of two's complement is left out, as LiteRT's
+    quantization spec asks of symmetric weights; at 2 bits the grid is
+    `{-a, 0, a}`). The C step solves
+    `argmin_{a >= 0, z in {-q..q}^n} sum_i (v_i - a * z_i)**2` (see
+    `projections.projection_uniform`: exact by enumerating the scales where
+    assignments change when that is cheap, else alternating from the
+    previous scale). `export_tflite(..., layout="native")` stores it as
+    LiteRT integers with the scale `a` per tensor, or per output channel.
+
+    Args:
+        bits: Bits per weight, an int in [2, 8] (2, 4 and 8 are LiteRT's
+            types; 3, 5, 6 and 7 are stored in the next of them).
+        symmetric: Must be True: an asymmetric grid (nonzero zero point)
+            is refused, as LiteRT's integer weights have zero point 0.
+        per_channel: One scale per output channel (read by the model).
+        method: "auto", "exact" or "alternating" (see
+            `projections.projection_uniform`).
+        max_iter: Maximum alternations per C step.
+        shared: One scale shared by several kernels (read by the model).
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> q = UniformQuantization(2)
+    >>> c, z = q.project(tf.constant([[-0.9, 0.1, 0.35, 1.0]]))
+    >>> c.numpy().astype(float).round(4).tolist(), z.numpy().tolist()
+    ([[-0.95, 0.0, 0.95]], [[0, 1, 1, 2]])
+    >>> UniformQuantization(4).num_entries
+    15
+    """
+
+    def __init__(self, bits, *, symmetric=True, per_channel=False,
+                 method="auto", max_iter=DEFAULT_MAX_ITER, shared=False):
+        super().__init__(per_channel=per_channel, shared=shared)
+        owner = type(self).__name__
+        self.bits = projections.check_uniform_bits(owner, bits)
+        self.symmetric = check_bool(owner, "symmetric", symmetric)
+        if not self.symmetric:
+            raise ValueError(
+                f"{owner} supports only symmetric=True: the grid "
+                "a * {-q..q} with zero point 0, which LiteRT stores as its "
+                "integer weight types; an asymmetric grid would need a "
+                "zero point the runtime's integer weights do not have. "
+                "Received: symmetric=False")
+        self.method = check_choice(owner, "method", method,
+                                   projections.UNIFORM_METHODS)
+        self.max_iter = check_int(owner, "max_iter", max_iter, low=0)
+
+    @property
+    def num_entries(self):
+        """`2 * q + 1` with `q = 2**(bits-1) - 1`."""
+        return 2 * projections.uniform_levels(self.bits) + 1
+
+    def _project(self, v, previous):
+        return projections.projection_uniform(
+            v, self.bits, previous=previous, method=self.method,
+            max_iter=self.max_iter)
+
+    def get_config(self):
+        """Returns the constructor arguments as a dict."""
+        return {"bits": self.bits, "symmetric": self.symmetric,
+                "method": self.method, "max_iter": self.max_iter,
+                **super().get_config()}
+
+
 #: The codebook classes by snake-case name (the names of the command line's
 #: `--codebook`), each built by `get(name, **kwargs)`.
 _BY_NAME = {
@@ -431,15 +504,18 @@ _BY_NAME = {
     "ternary": TernaryQuantization,
     "scaled_ternary": ScaledTernaryQuantization,
     "powers_of_two": PowersOfTwoQuantization,
+    "uniform": UniformQuantization,
 }
 #: The snake-case names `get` accepts (besides the class names).
 NAMES = tuple(_BY_NAME)
 #: `k` of `get("adaptive")` when no `k` is given (2 entries, 1 bit).
 DEFAULT_K = 2
+#: `bits` of `get("uniform")` when no `bits` is given.
+DEFAULT_BITS = 4
 _CLASSES = {cls.__name__: cls for cls in (
     AdaptiveQuantization, BinaryQuantization, FixedCodebook,
     PowersOfTwoQuantization, ScaledBinaryQuantization,
-    ScaledTernaryQuantization, TernaryQuantization)}
+    ScaledTernaryQuantization, TernaryQuantization, UniformQuantization)}
 _PACKAGE = "lc_keras>"
 
 
@@ -472,11 +548,12 @@ def get(identifier, **kwargs):
               from the config;
             * a name: a snake-case name of `NAMES` (`"adaptive"`,
               `"binary"`, `"scaled_binary"`, `"ternary"`, `"scaled_ternary"`,
-              `"powers_of_two"`) or a class name (`"BinaryQuantization"`,
+              `"powers_of_two"`, `"uniform"`) or a class name (`"BinaryQuantization"`,
               also `"FixedCodebook"`, which needs `values`): a new object
               with the default arguments updated by `kwargs`.
               `"adaptive"` and `"AdaptiveQuantization"` take `k=DEFAULT_K`
-              (2) unless `kwargs` give `k`;
+              (2) unless `kwargs` give `k`, `"uniform"` and
+              `"UniformQuantization"` `bits=DEFAULT_BITS` (4);
             * None: returns None (a kernel left float).
         **kwargs: Constructor arguments, only with a name (e.g.
             `get("adaptive", k=4, per_channel=True)`).
@@ -513,6 +590,8 @@ def get(identifier, **kwargs):
         cls = _class_of(identifier, owner)
         if cls is AdaptiveQuantization:
             kwargs.setdefault("k", DEFAULT_K)
+        if cls is UniformQuantization:
+            kwargs.setdefault("bits", DEFAULT_BITS)
         return cls(**kwargs)
     if isinstance(identifier, dict):
         name = identifier.get("registered_name") or identifier.get(

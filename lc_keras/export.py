@@ -15,7 +15,7 @@ gzip:
 * per-channel codebooks add each channel's row offset to the indices before
   the codebook `GATHER`.
 
-Two layouts:
+Three layouts:
 
 * `"packed"` decodes the kernels on every invoke: smallest memory, slowest.
 * `"cached"` decodes them once, on the first invoke, into float resource
@@ -23,6 +23,10 @@ Two layouts:
   `ASSIGN_VARIABLE`s the kernels while it is 0); later invokes only
   `READ_VARIABLE` them. The file is larger by the extra subgraphs; resident
   memory holds the float kernels (twice, with the read copies).
+* `"native"` stores every kernel whose codebook is an integer grid with a
+  scale as LiteRT's own INT2/INT4/INT8 filter with per-channel scales
+  (`lc_keras.native`), which the stock interpreter runs as stored with its
+  dynamic-range kernels; the other kernels are packed, with a warning.
 
 The interpreter's XNNPACK delegate only takes convolutions whose filter is a
 constant, so kernels decoded at run time run on the builtin kernels (see
@@ -60,6 +64,7 @@ import dataclasses
 import math
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -67,6 +72,7 @@ import tensorflow as tf
 from absl import logging
 
 from lc_keras import files
+from lc_keras import native
 from lc_keras import rewrites
 from lc_keras import spec as spec_lib
 from lc_keras.packing import plan_kernel
@@ -75,7 +81,7 @@ from lc_keras.tflite_file import RUNTIME_ZERO_NAME
 from lc_keras.tflite_file import add_checksums
 from lc_keras.tflite_file import verify_export
 
-LAYOUTS = ("packed", "cached")
+LAYOUTS = ("packed", "cached", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +90,7 @@ class TFLiteExport:
 
     Attributes:
         path: The `.tflite` file.
-        layout: `"packed"` or `"cached"`.
+        layout: `"packed"`, `"cached"` or `"native"`.
         size_bytes: File size.
         kernels: One `lc_keras.packing.ExportedKernel` per compressed
             kernel, in state order.
@@ -430,13 +436,17 @@ def _folded_scales(kernels, folds):
     return scales
 
 
-def _trace(keras_model, kernels, signature, cached, folds=None):
+def _trace(keras_model, kernels, signature, cached, folds=None,
+           constants=None):
     plans = [plan for plan, _ in kernels]
     module = _ExportModule(plans, cached)
     compressed = {id(variable) for _, variable in kernels}
-    biases = {id(v): value for v, value in (
-        folds.bias_values() if folds is not None else [])}
-    frozen = [(v, tf.constant(biases[id(v)] if id(v) in biases else
+    # Values of variables other than their own: folded biases, and the
+    # kernels the native layout stores as integers (traced as Δ(Θ)).
+    values = dict(constants or {})
+    values.update({id(v): value for v, value in (
+        folds.bias_values() if folds is not None else [])})
+    frozen = [(v, tf.constant(values[id(v)] if id(v) in values else
                               keras.ops.convert_to_numpy(v.value)))
               for v in keras_model.variables if id(v) not in compressed]
     scales = _folded_scales(kernels, folds)
@@ -484,24 +494,28 @@ def _trace(keras_model, kernels, signature, cached, folds=None):
     return module, function.get_concrete_function()
 
 
-def _trace_folded(keras_model, kernels, signature, cached):
+def _trace_folded(keras_model, kernels, signature, cached, constants=None):
     """Traces once, watching for normalisations to fold; again if any."""
     folds = rewrites.BatchNormFolds(keras_model, [v for _, v in kernels])
     with folds.discover():
-        traced = _trace(keras_model, kernels, signature, cached)
+        traced = _trace(keras_model, kernels, signature, cached,
+                        constants=constants)
     if not folds.folds:
         return traced
     with folds.apply():
-        return _trace(keras_model, kernels, signature, cached, folds)
+        return _trace(keras_model, kernels, signature, cached, folds,
+                      constants)
 
 
-def _trace_model(keras_model, kernels, signature, cached, explicit):
+def _trace_model(keras_model, kernels, signature, cached, explicit,
+                 constants=None):
     """`_trace_folded` with recurrent layers unrolled (a dynamic batch), or,
     over sequences of unknown length, as loops (a static batch: 1 unless
     the caller's signature says otherwise)."""
     try:
         with rewrites.unrolled_rnns(keras_model):
-            return _trace_folded(keras_model, kernels, signature, cached)
+            return _trace_folded(keras_model, kernels, signature, cached,
+                                 constants)
     except ValueError as error:
         if not rewrites.is_unroll_error(error):
             raise
@@ -511,7 +525,7 @@ def _trace_model(keras_model, kernels, signature, cached, explicit):
             "Model '%s' has a recurrent layer over sequences of unknown "
             "length: its TFLite file takes batches of 1 (pass "
             "`input_signature` for another batch size).", keras_model.name)
-    return _trace_folded(keras_model, kernels, signature, cached)
+    return _trace_folded(keras_model, kernels, signature, cached, constants)
 
 
 def _convert(module, concrete):
@@ -533,6 +547,43 @@ def _convert(module, concrete):
         raise RuntimeError(
             "TFLite conversion with builtin ops only failed. The model uses "
             f"an op that has no TFLite builtin: {error}") from error
+
+
+def _convert_native(keras_model, kernels, signature, explicit):
+    """The native layout: `(data, packed kernels, integer kernels)`.
+
+    Kernels on an integer grid are traced as float constants Δ(Θ) and
+    rewritten as LiteRT integer tensors (`lc_keras.native`); the others,
+    and any the converter did not keep as a filter of an op with integer
+    weights, are packed (with a warning naming them).
+    """
+    integers = {}
+    for plan, variable in kernels:
+        found = native.integer_kernel(plan.key, plan.q)
+        if found is not None:
+            integers[plan.key] = found
+    while True:  # ends: `integers` shrinks every round that misses one
+        packed = [(p, v) for p, v in kernels if p.key not in integers]
+        constants = {id(v): integers[p.key].q.values() for p, v in kernels
+                     if p.key in integers}
+        with _float32_compute(keras_model):
+            module, concrete = _trace_model(
+                keras_model, packed, signature, cached=False,
+                explicit=explicit, constants=constants)
+        data, stored, missing = native.store_integers(
+            _convert(module, concrete), list(integers.values()))
+        if not missing:
+            break
+        for key in missing:
+            del integers[key]
+    left = [p.key for p, _ in kernels if p.key not in integers]
+    if left:
+        warnings.warn(
+            "export_tflite(layout='native') stores these kernels packed, "
+            "as their codebooks are not an integer grid with a scale (or "
+            "their op takes no integer weights): " + ", ".join(left),
+            stacklevel=3)
+    return data, packed, tuple(stored)
 
 
 # ---------------------------------------------------------------------------
@@ -584,8 +635,10 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
             model.
         state: `{key: QuantizedKernel}` with the same keys.
         path: Output path, ending in `.tflite`.
-        layout: `"packed"` (decode every invoke) or `"cached"` (decode on
-            the first invoke into float resource variables).
+        layout: `"packed"` (decode every invoke), `"cached"` (decode on
+            the first invoke into float resource variables) or `"native"`
+            (kernels on an integer grid as LiteRT INT2/INT4/INT8 weights,
+            the others packed; see `lc_keras.native`).
         input_signature: A `tf.TensorSpec` (or a list, one per input). By
             default taken from `keras_model.inputs`, else from its build
             config (float32).
@@ -616,15 +669,19 @@ def export_quantized(keras_model, variables, state, path, *, layout="packed",
     """
     _check_layout(layout)
     path = _check_path(path)
-    data, plans = _file_bytes(keras_model, variables, state, layout,
-                              input_signature)
+    data, plans, integers = _file_bytes(keras_model, variables, state,
+                                        layout, input_signature)
     files.atomic_write_bytes(path, data)
+    exported = {p.key: p.exported() for p in plans}
+    exported.update({k.key: k.exported() for k in integers})
     result = TFLiteExport(path=path, layout=layout, size_bytes=len(data),
-                          kernels=tuple(p.exported() for p in plans))
+                          kernels=tuple(exported[key] for key in state
+                                        if key in exported))
     logging.info(
-        "Wrote %s (%d bytes, layout=%s): %d kernels, %d bytes of packed "
-        "indices, %d bytes of codebooks.", path, len(data), layout,
-        len(plans), result.index_bytes, result.codebook_bytes)
+        "Wrote %s (%d bytes, layout=%s): %d kernels (%d as LiteRT integers), "
+        "%d bytes of indices, %d bytes of codebooks.", path, len(data),
+        layout, len(result.kernels), len(integers), result.index_bytes,
+        result.codebook_bytes)
     return result
 
 
@@ -651,16 +708,22 @@ def _file_bytes(keras_model, variables, state, layout, input_signature):
                 f"{variable.dtype}. Build the model with float32 or a "
                 "mixed policy.")
     signature = _input_signature(keras_model, input_signature)
-    with _float32_compute(keras_model):
-        module, concrete = _trace_model(
-            keras_model, kernels, signature, cached=(layout == "cached"),
-            explicit=input_signature is not None)
+    explicit = input_signature is not None
+    if layout == "native":
+        data, kernels, integers = _convert_native(keras_model, kernels,
+                                                  signature, explicit)
+    else:
+        with _float32_compute(keras_model):
+            module, concrete = _trace_model(
+                keras_model, kernels, signature, cached=(layout == "cached"),
+                explicit=explicit)
+        data, integers = _convert(module, concrete), ()
     plans = [plan for plan, _ in kernels]
-    data = _convert(module, concrete)
     verify_export(data, plans)
     data = add_checksums(data, plans)
     verify_export(data, plans)  # the repacked file too
-    return data, plans
+    native.verify_integers(data, integers)
+    return data, plans, integers
 
 
 def _check_lcmodel(model):
@@ -719,7 +782,7 @@ def tflite_bytes(model, *, layout="packed", input_signature=None):
 
     Args:
         model: An `LCModel` that ran at least one C step.
-        layout: `"packed"` or `"cached"` (see `export_tflite`).
+        layout: `"packed"`, `"cached"` or `"native"` (see `export_tflite`).
         input_signature: Optional `tf.TensorSpec` (or list).
 
     Returns:
@@ -739,7 +802,7 @@ def tflite_bytes(model, *, layout="packed", input_signature=None):
     b'TFL3'
     """
     _check_lcmodel(model)
-    data, _ = _file_bytes(
+    data, _, _ = _file_bytes(
         model, model.compressed_variables(), model.compression_state(),
         layout, input_signature)
     return data
@@ -760,7 +823,13 @@ def export_tflite(model, path, *, layout="packed", input_signature=None):
         layout: `"packed"` decodes the kernels on every invoke; `"cached"`
             decodes them on the first invoke into float resource variables
             and reuses them (faster; a slightly larger file; the float
-            kernels stay in memory).
+            kernels stay in memory); `"native"` stores every kernel whose
+            codebook is an integer grid with a scale (`UniformQuantization`,
+            binary, ternary, scaled binary/ternary, any affine codebook) as
+            LiteRT's INT2/INT4/INT8 weights with per-channel scales, which
+            the stock interpreter runs as stored with its fast
+            dynamic-range kernels (activations quantized to int8 at run
+            time); other kernels are packed, with a warning.
         input_signature: Optional `tf.TensorSpec` (or list) for models whose
             inputs cannot be inferred.
 

@@ -47,6 +47,10 @@ __all__ = [
     "projection_scaled_binary",
     "projection_scaled_ternary",
     "projection_ternary",
+    "projection_uniform",
+    "uniform_levels",
+    "UNIFORM_BITS",
+    "UNIFORM_METHODS",
 ]
 
 #: The methods of `projection_adaptive`.
@@ -54,6 +58,14 @@ METHODS = ("auto", "exact", "lloyd")
 #: Allowed exponents of `projection_powers_of_two`: from the smallest normal
 #: float32 power of two to the largest.
 EXPONENT_RANGE = (-126, 127)
+#: The bits `projection_uniform` accepts: LiteRT's integer weight types
+#: INT2, INT4 and INT8 and everything between.
+UNIFORM_BITS = (2, 8)
+#: The methods of `projection_uniform`.
+UNIFORM_METHODS = ("auto", "exact", "alternating")
+#: `method="auto"` of `projection_uniform` is exact up to this many
+#: breakpoints (rows * n * levels), else alternating.
+_UNIFORM_EXACT_LIMIT = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -414,3 +426,148 @@ def projection_fixed_codebook(v, values, trainable=None, previous=None,
     lower, upper = _entry_bounds(sorted_values, mask)
     return kmeans_1d_bounded(v, init, lower, upper, max_iter=max_iter)
 
+
+
+def check_uniform_bits(owner, bits):
+    """`bits` of a uniform grid: an int in `UNIFORM_BITS`, as a Python int.
+
+    Example:
+
+    >>> check_uniform_bits("UniformQuantization", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: UniformQuantization requires bits in [2, 8]. Received: bits=1
+    """
+    bits = check_int(owner, "bits", bits)
+    lo, hi = UNIFORM_BITS
+    if not lo <= bits <= hi:
+        raise ValueError(
+            f"{owner} requires bits in [{lo}, {hi}]. Received: bits={bits}")
+    return bits
+
+
+def uniform_levels(bits):
+    """Largest code `q = 2**(bits-1) - 1` of the symmetric `bits`-bit grid.
+
+    The grid is `{-q, ..., q}` (`2q + 1` levels): the range LiteRT's
+    quantization spec gives symmetric integer weights (zero point 0, the
+    most negative code unused), so INT8 `[-127, 127]`, INT4 `[-7, 7]`, INT2
+    `[-1, 1]`.
+
+    Example:
+
+    >>> [uniform_levels(b) for b in (2, 4, 8)]
+    [1, 7, 127]
+    """
+    return (1 << (check_uniform_bits("uniform_levels", bits) - 1)) - 1
+
+
+def _uniform_exact(v, q):
+    """Globally optimal scale of `a * {-q..q}` by enumerating breakpoints.
+
+    As `a` decreases, code `|z_i|` of weight `i` steps from `j - 1` to `j`
+    at `a = |v_i| / (j - 1/2)` (`j = 1..q`). Sorting those `n * q`
+    breakpoints descending, every prefix is an assignment `z` with
+    `<|v|, |z|>` and `<z, z>` as cumulative sums; its best scale
+    `<|v|, |z|> / <z, z>` leaves the distortion
+    `sum v**2 - <|v|, |z|>**2 / <z, z>`, and the best prefix is optimal
+    (every optimal pair's assignment is one of the prefixes).
+    """
+    s = tf.abs(tf.cast(v, tf.float64))  # [G, n]
+    j = tf.range(1, q + 1, dtype=tf.float64)  # [q]
+    g = tf.shape(s)[0]
+    breaks = tf.reshape(s[:, :, None] / (j - 0.5), [g, -1])
+    gain = tf.reshape(tf.broadcast_to(s[:, :, None], tf.shape(
+        s[:, :, None] * j)), [g, -1])
+    cost = tf.broadcast_to(tf.reshape(2.0 * j - 1.0, [1, -1]),
+                           tf.shape(s[:, :, None] * j))
+    cost = tf.reshape(cost, [g, -1])
+    order = tf.argsort(breaks, axis=1, direction="DESCENDING", stable=True)
+    num = tf.cumsum(tf.gather(gain, order, batch_dims=1), axis=1)
+    den = tf.cumsum(tf.gather(cost, order, batch_dims=1), axis=1)
+    best = tf.argmax(num * num / den, axis=1, output_type=tf.int32)
+    num = tf.gather(num, best[:, None], batch_dims=1)[:, 0]
+    den = tf.gather(den, best[:, None], batch_dims=1)[:, 0]
+    return tf.cast(num / den, tf.float32)
+
+
+def _uniform_start(v, q):
+    """The exact scale of evenly spaced quantiles of `|v|` (a start)."""
+    cap = max(1, _UNIFORM_EXACT_LIMIT // (max(1, v.shape[0] or 1) * q))
+    n = tf.shape(v)[1]
+    m = tf.minimum(n, cap)
+    picks = tf.cast((tf.cast(tf.range(m), tf.float64) + 0.5)
+                    * tf.cast(n, tf.float64) / tf.cast(m, tf.float64),
+                    tf.int32)
+    s = tf.sort(tf.abs(v), axis=1)
+    return _uniform_exact(tf.gather(s, picks, axis=1), q)
+
+
+def projection_uniform(v, bits, previous=None, method="auto",
+                       max_iter=DEFAULT_MAX_ITER):
+    """Projection onto `a * {-q, ..., q}`, `q = 2**(bits-1) - 1`, `a >= 0`.
+
+    Solves, for every row `g`,
+
+        argmin_{a >= 0, z in {-q..q}^n} sum_i (v[g, i] - a * z_i)**2
+
+    the symmetric integer grid of `bits` bits with a learned scale (see
+    `uniform_levels` for the grid). For a given assignment the best scale
+    is `<v, z> / <z, z>`; for a given scale the best code is
+    `clip(round(v_i / a), -q, q)`.
+
+    `method="exact"` finds the global optimum by enumerating the `n * q`
+    scales where an assignment changes (`|v_i| / (j - 1/2)`, sorted), as
+    the closed form of `projection_scaled_ternary` does for `q = 1`:
+    O(n q log(n q)). `method="alternating"` alternates the two updates
+    from `previous` (its largest entry is `a * q`) or from `a = max|v| / q`
+    until the scale stops changing (a local optimum, O(q log n) per
+    alternation); without `previous` it starts from the exact scale of
+    `2**20 / (G q)` evenly spaced quantiles of `|v|` per row.
+    `method="auto"` is exact when `G * n * q <= 2**20` (e.g. 4 bits up to
+    ~150k weights, 8 bits up to ~8k), else alternating. An all-zero row
+    gives `a = 0`.
+
+    Args:
+        v: float tensor `[G, n]`.
+        bits: Bits of the grid, an int in [2, 8].
+        previous: Optional previous codebook `[G, 2q + 1]` (warm start of
+            the alternating method).
+        method: "auto", "exact" or "alternating".
+        max_iter: Maximum alternations.
+
+    Returns:
+        `(codebook [G, 2q + 1] = a * [-q, ..., q] float32, indices [G, n]
+        int32)`; index `q + z` is code `z`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> c, z = projection_uniform(tf.constant([[-0.9, 0.1, 0.35, 1.0]]), 2)
+    >>> c.numpy().astype(float).round(4).tolist(), z.numpy().tolist()
+    ([[-0.95, 0.0, 0.95]], [[0, 1, 1, 2]])
+    """
+    owner = "projection_uniform"
+    q = uniform_levels(check_uniform_bits(owner, bits))
+    method = check_choice(owner, "method", method, UNIFORM_METHODS)
+    max_iter = check_int(owner, "max_iter", max_iter, low=0)
+    v = _rows(v, owner)
+    previous = _previous(previous, v, 2 * q + 1, owner)
+    base = np.arange(-q, q + 1, dtype=np.float32)
+    if method == "auto":
+        size = (v.shape[0] or 0) * (v.shape[1] or 0) * q
+        cheap = None not in v.shape and size <= _UNIFORM_EXACT_LIMIT
+        method = "exact" if cheap else "alternating"
+    if method == "exact":
+        a = _uniform_exact(v, q)
+    else:
+        if previous is None:
+            previous = _uniform_start(v, q)[:, None] * base[None, :]
+        a = _scale_tf(v, previous, tf.constant(base),
+                      tf.constant(max_iter, tf.int32))
+        a = tf.where(tf.reduce_max(tf.abs(v), axis=1) > 0, a,
+                     tf.zeros_like(a))
+    codebook = a[:, None] * tf.constant(base)[None, :]
+    scale = tf.where(a > 0, a, tf.ones_like(a))[:, None]
+    codes = tf.clip_by_value(tf.round(v / scale), -q, q)
+    return codebook, tf.cast(codes, tf.int32) + q

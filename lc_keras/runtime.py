@@ -22,6 +22,7 @@ import numpy as np
 from lc_keras.tflite_file import CHECKSUM_METADATA
 from lc_keras.tflite_file import RUNTIME_ZERO_NAME
 from lc_keras.tflite_file import TFLiteReader
+from lc_keras.tflite_file import find_packed_kernels
 from lc_keras.tflite_file import guarded_read
 from lc_keras.tflite_file import pack_model
 from lc_keras.tflite_file import read_tflite_bytes
@@ -317,7 +318,9 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
         path_or_bytes: Path of a `.tflite` file written by `export_tflite`,
             or its bytes.
         expand: Whether to expand the kernels to float constants first
-            (`expand_tflite`); False runs the file as stored.
+            (`expand_tflite`); False runs the file as stored. A file of
+            `layout="native"` with no packed kernel always runs as stored
+            (its integer weights are the fast path).
         **kwargs: Passed to `ai_edge_litert.interpreter.Interpreter`
             (e.g. `num_threads`).
 
@@ -347,6 +350,20 @@ def load_interpreter(path_or_bytes, *, expand=True, **kwargs):
     from ai_edge_litert.interpreter import Interpreter
 
     data, _ = read_tflite_bytes(path_or_bytes, "load_interpreter")
-    if expand:
+    if expand and not _integers_only(data):
         data = expand_tflite(data)
     return Interpreter(model_content=data, **kwargs)
+
+
+def _integers_only(data):
+    """Whether a file (of `layout="native"`) has LiteRT integer weights and
+    no kernel decoded at run time: it runs as stored, at its fastest."""
+    reader = TFLiteReader(data)
+    if find_packed_kernels(reader):
+        return False
+    return any(
+        reader.type_names.get(t.type) in ("INT2", "INT4", "INT8")
+        and reader.data(t) and t.quantization is not None
+        and t.quantization.scale is not None
+        for subgraph in reader.model.subgraphs or []
+        for t in subgraph.tensors or [])

@@ -22,6 +22,7 @@ from lc_keras.codebooks import Quantization
 from lc_keras.codebooks import ScaledBinaryQuantization
 from lc_keras.codebooks import ScaledTernaryQuantization
 from lc_keras.codebooks import TernaryQuantization
+from lc_keras.codebooks import UniformQuantization
 
 ALL = {
     "adaptive_auto": lambda: codebooks.get("adaptive", k=3),
@@ -40,6 +41,10 @@ ALL = {
     "fixed_trainable": lambda: FixedCodebook(
         [1.0, 0.0, -1.0], trainable=[True, False, True]),
     "fixed_all_trainable": lambda: FixedCodebook([-1.0, 1.0], trainable=True),
+    "uniform": lambda: codebooks.get("uniform"),
+    "uniform_2_alternating": lambda: UniformQuantization(
+        2, method="alternating"),
+    "uniform_8": lambda: codebooks.get("uniform", bits=8),
 }
 # The projection function each class calls, with the class's arguments.
 FUNCTIONS = {
@@ -58,6 +63,8 @@ FUNCTIONS = {
             max_iter=q.max_iter)),
     FixedCodebook: lambda q, v, p: projections.projection_fixed_codebook(
         v, q.values, trainable=q.trainable, previous=p, max_iter=q.max_iter),
+    UniformQuantization: lambda q, v, p: projections.projection_uniform(
+        v, q.bits, previous=p, method=q.method, max_iter=q.max_iter),
 }
 
 
@@ -191,6 +198,41 @@ def test_num_entries():
     assert FixedCodebook([3.0, 1.0, 2.0]).num_entries == 3
 
 
+def test_uniform_config_entries_and_errors():
+    assert UniformQuantization(8, per_channel=True).get_config() == {
+        "bits": 8, "symmetric": True, "method": "auto", "max_iter": 1000,
+        "per_channel": True, "shared": False}
+    assert [UniformQuantization(b).num_entries for b in (2, 3, 4, 8)] == [
+        3, 7, 15, 255]
+    assert UniformQuantization(4).kind == "UniformQuantization"
+    assert codebooks.get("uniform", bits=2).bits == 2
+    with pytest.raises(ValueError, match=r"UniformQuantization requires bits "
+                       r"in \[2, 8\]. Received: bits=1"):
+        UniformQuantization(1)
+    with pytest.raises(ValueError, match="symmetric=True.*Received: "
+                       "symmetric=False"):
+        UniformQuantization(4, symmetric=False)
+    with pytest.raises(TypeError, match="symmetric to be a bool"):
+        UniformQuantization(4, symmetric=1)
+    with pytest.raises(ValueError, match="method to be one of"):
+        UniformQuantization(4, method="exactly")
+    with pytest.raises(TypeError, match="bits to be an int"):
+        codebooks.get("uniform", bits="4")
+
+
+def test_uniform_codebook_is_on_its_grid():
+    v = data(g=2, n=200, seed=4)
+    for bits in (2, 4, 8):
+        q = UniformQuantization(bits)
+        c, z = q.project(v)
+        top = (1 << (bits - 1)) - 1
+        np.testing.assert_allclose(
+            c.numpy(), c.numpy()[:, -1:] / top * np.arange(-top, top + 1),
+            rtol=1e-6, atol=1e-12)
+        again = q.project(np.take_along_axis(c.numpy(), z.numpy(), 1))
+        np.testing.assert_array_equal(again[1].numpy(), z.numpy())
+
+
 def test_adaptive_lloyd_warm_start_is_used():
     v = data(g=1, n=200, seed=9)
     q = AdaptiveQuantization(3, method="lloyd", max_iter=0)
@@ -307,6 +349,7 @@ DEFAULTS = {
     "ternary": TernaryQuantization(),
     "scaled_ternary": ScaledTernaryQuantization(),
     "powers_of_two": PowersOfTwoQuantization(),
+    "uniform": UniformQuantization(4),
 }
 
 
@@ -350,7 +393,8 @@ def test_get_config_round_trip(name):
         restored = codebooks.get(identifier)
         assert type(restored) is type(q)
         assert restored.get_config() == q.get_config()
-    if not isinstance(q, (AdaptiveQuantization, FixedCodebook)):
+    if not isinstance(q, (AdaptiveQuantization, FixedCodebook,
+                          UniformQuantization)):
         # No required argument: the config may be left out.
         assert codebooks.get({"class_name": q.kind}).kind == q.kind
 

@@ -1,6 +1,7 @@
 """Tests of lc_keras.projections: the C steps as pure projection functions."""
 
 import doctest
+import itertools
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from lc_keras.projections import projection_powers_of_two
 from lc_keras.projections import projection_scaled_binary
 from lc_keras.projections import projection_scaled_ternary
 from lc_keras.projections import projection_ternary
+from lc_keras.projections import projection_uniform
 
 # name -> (projection of (v, previous), number of entries K).
 ALL = {
@@ -49,10 +51,16 @@ ALL = {
     "fixed_all_trainable": (
         lambda v, p: projection_fixed_codebook(v, [-1.0, 1.0], trainable=True,
                                                previous=p), 2),
+    "uniform_exact": (
+        lambda v, p: projection_uniform(v, 3, previous=p, method="exact"), 7),
+    "uniform_alternating": (
+        lambda v, p: projection_uniform(v, 4, previous=p,
+                                        method="alternating"), 15),
+    "uniform_auto_8": (lambda v, p: projection_uniform(v, 8, previous=p), 255),
 }
 # Projections whose result depends on `previous` (the others ignore it).
 WARM = {"adaptive_lloyd", "pow2_scaled", "fixed_trainable",
-        "fixed_all_trainable"}
+        "fixed_all_trainable", "uniform_alternating"}
 
 
 @pytest.fixture(autouse=True)
@@ -299,6 +307,82 @@ def test_fixed_codebook_warm_start_keeps_fixed_entries():
                                      previous=previous, max_iter=0)
     np.testing.assert_array_equal(c.numpy(),
                                   np.float32([[-0.3, 0.0, 0.4]]))
+
+
+def _uniform_brute_force(v, q):
+    """Least distortion over every code vector in {-q..q}^n, best scale."""
+    best = float(np.sum(np.asarray(v, np.float64) ** 2))
+    for codes in itertools.product(range(-q, q + 1), repeat=len(v)):
+        z = np.asarray(codes, np.float64)
+        zz = float(z @ z)
+        if zz:
+            a = max(0.0, float(v @ z) / zz)
+            best = min(best, float(np.sum((v - a * z) ** 2)))
+    return best
+
+
+@pytest.mark.parametrize("bits,n", [(2, 7), (3, 5), (4, 4)])
+@pytest.mark.parametrize("seed", range(3))
+def test_uniform_exact_matches_brute_force(bits, n, seed):
+    rng = np.random.default_rng(seed)
+    v = (rng.normal(size=(2, n)) * rng.uniform(0.1, 3)).astype(np.float32)
+    c, z = projection_uniform(v, bits, method="exact")
+    q = (1 << (bits - 1)) - 1
+    check_grid(c, z, q)
+    got = sse(v, c, z)
+    for g in range(2):
+        want = _uniform_brute_force(v[g].astype(np.float64), q)
+        assert got[g] <= want * (1 + 1e-5) + 1e-9
+
+
+def check_grid(c, z, q):
+    c, z = np.asarray(c), np.asarray(z)
+    a = c[:, -1:] / q
+    np.testing.assert_allclose(c, a * np.arange(-q, q + 1), rtol=1e-6,
+                               atol=1e-12)
+    assert z.min() >= 0 and z.max() <= 2 * q
+
+
+def test_uniform_two_bits_is_scaled_ternary():
+    v = data(g=4, n=50, seed=5)
+    c, z = projection_uniform(v, 2)
+    c3, z3 = projection_scaled_ternary(v)
+    np.testing.assert_allclose(sse(v, c, z), sse(v, c3, z3), rtol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.floats(-5, 5, width=32), min_size=1, max_size=4),
+       st.sampled_from([2, 3]))
+def test_property_uniform_exact_optimal(xs, bits):
+    v = np.asarray([xs], np.float32)
+    c, z = projection_uniform(v, bits, method="exact")
+    q = (1 << (bits - 1)) - 1
+    want = _uniform_brute_force(v[0].astype(np.float64), q)
+    assert sse(v, c, z)[0] <= want * (1 + 1e-5) + 1e-9
+
+
+def test_uniform_alternating_close_to_exact_and_auto_switches():
+    v = data(g=1, n=3000, seed=6)
+    exact = sse(v, *projection_uniform(v, 8, method="exact"))
+    alternating = sse(v, *projection_uniform(v, 8, method="alternating"))
+    assert exact[0] <= alternating[0] <= exact[0] * 1.05
+    big = data(g=1, n=(1 << 20) // 127 + 10, seed=7)
+    auto = projection_uniform(big, 8)
+    np.testing.assert_allclose(
+        sse(big, *auto), sse(big, *projection_uniform(
+            big, 8, method="alternating")), rtol=1e-6)
+
+
+def test_uniform_errors():
+    with pytest.raises(ValueError, match=r"requires bits in \[2, 8\]. "
+                       r"Received: bits=1"):
+        projection_uniform(data(), 1)
+    with pytest.raises(ValueError, match=r"Received: bits=9"):
+        projection_uniform(data(), 9)
+    with pytest.raises(TypeError, match="bits to be an int"):
+        projection_uniform(data(), 4.0)
+    with pytest.raises(ValueError, match="method to be one of"):
+        projection_uniform(data(), 4, method="lloyd")
 
 
 # ----------------------------------------------------------------------------

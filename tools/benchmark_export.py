@@ -15,11 +15,23 @@ For each it reports the file size and the median latency of
 `Interpreter.invoke()` (stock LiteRT interpreter, default delegates) after a
 warm-up, and checks that all four give the same outputs.
 
+With `--native`, it measures `export_tflite(layout="native")` on trained
+nets instead (`native_benchmark`): the Fashion-MNIST references of
+`tools/benchmark.py` (`--ref_dir`, its cached `<arch>_reference.keras`),
+LC for `--native_epochs` with every `--native_codebooks` codebook, each
+exported natively; next to post-training ai-edge-quantizer (INT8
+dynamic range, INT4 and INT2 per channel, on the float reference; needs
+`pip install ai-edge-quantizer`, else those rows are left out) and Keras
+`model.quantize` (test error only). Every file's bytes, median latency
+against the float file's (measured side by side), and test error of the
+file against the Keras quantized net.
+
 Usage:
 
     python tools/benchmark_export.py
     python tools/benchmark_export.py --models=lenet300 --ks=2,16,256 \\
         --runs=500 --threads=1
+    python tools/benchmark_export.py --native --ref_dir=runs/ref
 """
 
 import os
@@ -38,6 +50,7 @@ import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 from ai_edge_litert.interpreter import OpResolverType  # noqa: E402
 
+import lc_keras as lc  # noqa: E402
 from lc_keras.export import export_quantized  # noqa: E402
 from lc_keras.export import float_tflite_bytes  # noqa: E402
 from lc_keras.files import atomic_write_bytes  # noqa: E402
@@ -58,6 +71,19 @@ _THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None,
                                "Where to write the files (default: temp).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_NATIVE = flags.DEFINE_bool(
+    "native", False, "Benchmark layout='native' on trained nets instead.")
+_ARCHS = flags.DEFINE_list("archs", ["lenet300", "lenet5"],
+                           "--native: references to load from --ref_dir.")
+_REF_DIR = flags.DEFINE_string(
+    "ref_dir", "runs/ref", "--native: folder with <arch>_reference.keras "
+    "(tools/benchmark.py --out_dir caches them there).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Fashion-MNIST folder.")
+_NATIVE_CODEBOOKS = flags.DEFINE_list(
+    "native_codebooks", ["uniform2", "uniform4", "uniform8",
+                         "scaled_ternary"], "--native: codebooks for LC.")
+_NATIVE_EPOCHS = flags.DEFINE_integer(
+    "native_epochs", 10, "--native: LC budget (MuSchedule.for_budget).")
 _DEFAULT_DELEGATES = flags.DEFINE_bool(
     "default_delegates", True,
     "Let the interpreter apply its default delegates (XNNPACK); false runs "
@@ -168,8 +194,157 @@ def measure(path, x, runs, warmup, threads, default_delegates=True,
     return min(medians), first, out
 
 
+# ---------------------------------------------------------------------------
+# --native: trained nets, layout="native" against post-training baselines
+# ---------------------------------------------------------------------------
+
+
+def _fashion(arch):
+    (x, y), (xt, yt) = lc.datasets.load_fashion_mnist(_DATA_DIR.value)
+    x = np.asarray(x, np.float32) / 255.0
+    xt = np.asarray(xt, np.float32) / 255.0
+    if arch == "lenet300":
+        return x.reshape(len(x), -1), y, xt.reshape(len(xt), -1), yt
+    return x[..., None], y, xt[..., None], yt
+
+
+def _copy(net):
+    out = keras.models.clone_model(net)
+    out.set_weights(net.get_weights())
+    return out
+
+
+def _error(model, xt, yt):
+    logits = keras.ops.convert_to_numpy(model.predict(xt, batch_size=2000,
+                                                      verbose=0))
+    return 100.0 * float(np.mean(np.argmax(logits, 1) != yt))
+
+
+def _file_error(content, xt, yt, batch=500):
+    """Test error % of a .tflite file (stock interpreter, as stored)."""
+    interpreter = Interpreter(model_content=content, num_threads=1)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"],
+                                    (batch,) + xt.shape[1:])
+    interpreter.allocate_tensors()
+    out = interpreter.get_output_details()[0]["index"]
+    wrong = 0
+    for i in range(0, len(xt) - len(xt) % batch, batch):
+        interpreter.set_tensor(detail["index"], xt[i:i + batch])
+        interpreter.invoke()
+        wrong += int(np.sum(np.argmax(interpreter.get_tensor(out), 1)
+                            != yt[i:i + batch]))
+    return 100.0 * wrong / (len(xt) - len(xt) % batch)
+
+
+def _lc(reference, name, data):
+    x, y, xt, yt = data
+    bits = {"uniform2": 2, "uniform4": 4, "uniform8": 8}.get(name)
+    codebook = (lc.UniformQuantization(bits) if bits
+                else lc.get_codebook(name))
+    model = lc.LCModel(_copy(reference), compression=codebook)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    schedule = lc.MuSchedule.for_budget(_NATIVE_EPOCHS.value)
+    model.fit(x, y, batch_size=128, epochs=schedule.total_epochs,
+              callbacks=[schedule], verbose=2)
+    return model
+
+
+def _post_training(float_bytes):
+    """{label: bytes} of ai-edge-quantizer's recipes on the float file."""
+    try:
+        from ai_edge_quantizer import quantizer
+        from ai_edge_quantizer import recipe
+    except ImportError:
+        return {}
+    out = {}
+    for label, make in (("AEQ INT8 dynamic range", recipe.dynamic_wi8_afp32),
+                        ("AEQ INT4 per channel", recipe.dynamic_wi4c_afp32),
+                        ("AEQ INT2 per channel", recipe.dynamic_wi2c_afp32)):
+        qt = quantizer.Quantizer(bytearray(float_bytes))
+        qt.load_quantization_recipe(make())
+        out[label] = bytes(qt.quantize().quantized_model)
+    return out
+
+
+def _keras_quantize(reference, xt, yt):
+    rows = []
+    for mode in ("int8", "int4"):
+        net = _copy(reference)
+        try:
+            net.quantize(mode)
+        except (NotImplementedError, ValueError) as error:
+            print(f"Keras model.quantize({mode!r}) failed: {error}")
+            continue
+        rows.append((f"Keras model.quantize('{mode}')", None,
+                     _error(net, xt, yt)))
+    return rows
+
+
+def _timed(files, x):
+    """{label: best median µs}, every file measured in turn, side by side."""
+    best = {label: np.inf for label in files}
+    for _ in range(max(1, _REPEATS.value)):
+        for label, content in files.items():
+            median, _, _ = measure(None, x, _RUNS.value, _WARMUP.value,
+                                   _THREADS.value, True, 1, content=content)
+            best[label] = min(best[label], median * 1e6)
+    return best
+
+
+def _native_arch(arch, out_dir):
+    data = _fashion(arch)
+    _, _, xt, yt = data
+    reference = keras.models.load_model(
+        os.path.join(_REF_DIR.value, f"{arch}_reference.keras"))
+    float_path = os.path.join(out_dir, f"{arch}_float.tflite")
+    export_float(reference, float_path)
+    files = {"float reference": open(float_path, "rb").read()}
+    keras_error = {"float reference": _error(reference, xt, yt)}
+    files.update(_post_training(files["float reference"]))
+    for name in _NATIVE_CODEBOOKS.value:
+        model = _lc(reference, name, data)
+        label = f"LC {name}, {_NATIVE_EPOCHS.value} epochs"
+        keras_error[label] = _error(model.quantized_model(), xt, yt)
+        path = os.path.join(out_dir, f"{arch}_{name}_native.tflite")
+        lc.export_tflite(model, path, layout="native")
+        files[label] = open(path, "rb").read()
+    times = _timed(files, xt[:_BATCH.value])
+    rows = []
+    for label, content in files.items():
+        rows.append((label, len(content), times[label],
+                     times[label] / times["float reference"],
+                     _file_error(content, xt, yt), keras_error.get(label)))
+    return rows, _keras_quantize(reference, xt, yt)
+
+
+def native_benchmark():
+    """Prints the table of `--native` (see the module docstring)."""
+    out_dir = _OUT_DIR.value or tempfile.mkdtemp(prefix="lc_native_")
+    os.makedirs(out_dir, exist_ok=True)
+    print(f"\nFiles in {out_dir}; batch {_BATCH.value}, {_THREADS.value} "
+          f"thread(s), best of {_REPEATS.value} medians of {_RUNS.value} "
+          "invokes, default delegates (XNNPACK), files timed in turn.\n")
+    for arch in _ARCHS.value:
+        rows, keras_rows = _native_arch(arch, out_dir)
+        print(f"\n{arch}\n")
+        print("| file | bytes | median us | x float | test error % (file) "
+              "| test error % (Keras net) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, size, us, ratio, err, kerr in rows:
+            kerr = "-" if kerr is None else f"{kerr:.2f}"
+            print(f"| {label} | {size:,} | {us:.1f} | {ratio:.2f} | "
+                  f"{err:.2f} | {kerr} |")
+        for label, _, err in keras_rows:
+            print(f"| {label} (Keras, no file) | - | - | - | - | {err:.2f} |")
+
+
 def main(argv):
     del argv
+    if _NATIVE.value:
+        native_benchmark()
+        return
     out_dir = _OUT_DIR.value or tempfile.mkdtemp(prefix="lc_bench_")
     os.makedirs(out_dir, exist_ok=True)
     check_writable(os.path.join(out_dir, "lenet300_k2.tflite"), "--out_dir")
