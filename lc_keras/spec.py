@@ -258,7 +258,8 @@ def owned_layers(model, skip=()):
     Example:
 
     >>> import keras
-    >>> rnn = keras.Sequential([keras.Input((5, 4)), keras.layers.GRU(3)])
+    >>> rnn = keras.Sequential([keras.Input((5, 4)),
+    ...                         keras.layers.GRU(3, name="gru")])
     >>> [(path, [a.name for a in up]) for _, path, up in owned_layers(rnn)]
     [('gru', []), ('gru/gru_cell', ['gru'])]
     """
@@ -361,7 +362,8 @@ def compressible_kernels(model):
     >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> [k.attribute for k in compressible_kernels(net)]
     ['kernel']
-    >>> rnn = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(3)])
+    >>> rnn = keras.Sequential([keras.Input((5, 4)),
+    ...                         keras.layers.LSTM(3, name="lstm")])
     >>> [k.path for k in compressible_kernels(rnn)]
     ['lstm/lstm_cell/kernel', 'lstm/lstm_cell/recurrent_kernel']
     """
