@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from test_export import run_tflite
 
 import lc_keras as lc
 from lc_keras import native
@@ -124,13 +125,7 @@ def export(codebook, tmp_path):
 
 
 def run(path, x):
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return run_tflite(path, x, Interpreter(model_path=path, num_threads=1))
 
 
 def filters(path):
