@@ -143,6 +143,14 @@ class GroupState:
         """The axes that pick the codebook row of `ref` (`()` if one row)."""
         return tuple(ref.channel_axes) if self.group.per_channel else ()
 
+    def values(self, codebook, indices, ref):
+        """Δ(Θ) of kernel `ref`: codebook[row of each weight, its index]."""
+        if not self.group.per_channel:
+            return tf.gather(codebook[0], indices)
+        row = channel_rows(ref.variable.shape, self.channel_axes(ref))
+        entries = self.group.quantization.num_entries
+        return tf.gather(tf.reshape(codebook, [-1]), row * entries + indices)
+
 
 class LCState(keras.layers.Layer):
     """The LC variables of an `LCModel`, and the C step over them.
@@ -271,11 +279,8 @@ class LCState(keras.layers.Layer):
         """Δ(Θ) ← codebook[row, indices] and the anchors, every kernel."""
         mu = self._mu.value
         for g in self.group_states:
-            flat = tf.reshape(g.codebook.value, [-1])
-            entries = g.group.quantization.num_entries
             for k in g.kernels:
-                row = channel_rows(k.variable.shape, g.channel_axes(k.ref))
-                target = tf.gather(flat, row * entries + k.indices.value)
+                target = g.values(g.codebook.value, k.indices.value, k.ref)
                 k.target.assign(target)
                 k.anchor.assign(self.anchor(target, k.multipliers.value, mu))
 
@@ -394,19 +399,12 @@ class LCState(keras.layers.Layer):
             codebook, indices = g.group.quantization.project(v, previous)
             codebook = tf.cast(codebook, tf.float32)
             indices = tf.cast(indices, tf.int32)
-            entries = g.group.quantization.num_entries
-            flat = tf.reshape(codebook, [-1])
             per_kernel, offset = [], 0
             for k in g.kernels:
                 n = k.ref.size // g.rows
                 idx = g.from_rows(indices[:, offset:offset + n], k.ref)
                 offset += n
-                if g.group.per_channel:
-                    row = channel_rows(k.variable.shape, g.channel_axes(k.ref))
-                    target = tf.gather(flat, row * entries + idx)
-                else:
-                    target = tf.gather(codebook[0], idx)
-                per_kernel.append((idx, target))
+                per_kernel.append((idx, g.values(codebook, idx, k.ref)))
             outputs.append((tf.stack(finite), codebook, per_kernel))
         return outputs
 
