@@ -226,7 +226,8 @@ class LCModel(keras.Model):
         weights = [(v, int(np.prod(v.shape))) for v in target.weights]
         total = sum(n for _, n in weights)
         large = [f"{v.path} {tuple(v.shape)}" for v, n in weights
-                 if id(v) not in compressed and n > 0.01 * total]
+                 if id(v) not in compressed
+                 and n > spec_lib.LARGE_FLOAT_SHARE * total]
         if large:
             warnings.warn(
                 f"LCModel '{self.name}' leaves {len(large)} weight(s) of more "

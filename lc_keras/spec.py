@@ -20,6 +20,11 @@ from lc_keras.codebooks import AdaptiveQuantization
 from lc_keras.codebooks import Quantization
 
 
+#: A float weight above this share of a model's weights is named (in a
+#: warning when an LCModel is built, and in its summary).
+LARGE_FLOAT_SHARE = 0.01
+
+
 def _compressible_types():
     """(layer class, kernel attributes, channel-axes function) triples."""
     L = keras.layers

@@ -218,7 +218,8 @@ class ModelProfile:
         """The float weights of more than 1 % of all weights (the ones
         `LCModel` warns about when it is built)."""
         return tuple(f for f in self.float_weights
-                     if f.weights > 0.01 * self.total_weights)
+                     if f.weights > spec_lib.LARGE_FLOAT_SHARE
+                     * self.total_weights)
 
     @property
     def total_weights(self):
