@@ -17,7 +17,7 @@ setup(
         "ai-edge-litert",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "tensorboard"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "tensorboard"],
         "plot": ["matplotlib"],
         # ai-edge-quantizer: the post-training rows of
         # tools/benchmark_export.py --native.
