@@ -271,8 +271,12 @@ def _long_rows(v):
 
 def _np_sort_and_prefix(v):
     s = np.sort(v, axis=1)
-    prefix = np.zeros((s.shape[0], s.shape[1] + 1), np.float64)
-    np.cumsum(s, axis=1, dtype=np.float64, out=prefix[:, 1:])
+    prefix = np.empty((s.shape[0], s.shape[1] + 1), np.float64)
+    prefix[:, 0] = 0.0
+    # Cast first, then sum in place: the same values, several times faster
+    # than a cumsum that casts as it goes.
+    prefix[:, 1:] = s
+    np.cumsum(prefix[:, 1:], axis=1, out=prefix[:, 1:])
     return s, prefix
 
 
@@ -484,57 +488,126 @@ def _np_searchsorted(mid, v):
     return out
 
 
+def _np_sse(f1, f2, a, b, count):
+    """Squared errors around their means of the sorted values `[a, b)`
+    (flat positions into prefix sums `f1`, `f2`; `count = b - a`; 0 for an
+    empty segment)."""
+    count = np.asarray(count, np.float64)
+    s1 = f1[b] - f1[a]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_sq = np.where(count > 0, s1 * s1 / count, 0.0)
+    return np.maximum(f2[b] - f2[a] - mean_sq, 0.0)
+
+
+def _np_segment_dp(prev, p1, p2):
+    """One step of the 1-D k-means recursion, for every row at once.
+
+    `best[g, j] = min_{i <= j} prev[g, i] + SSE_g(i, j)` and its leftmost
+    argmin, where `SSE_g(i, j)` is the squared error of the sorted values
+    `[i, j)` of row `g` around their mean (0 for an empty segment). The
+    error satisfies the quadrangle inequality, so the argmin never decreases
+    with `j`: divide and conquer over `j` (the middle `j` of a range first,
+    its argmin bounding the candidates of both halves) needs O(n log n)
+    evaluations instead of the table's O(n**2); every level of the recursion
+    is one vectorized pass over all rows.
+
+    Args:
+        prev: float64 `[G, n + 1]`, the previous step's least errors.
+        p1, p2: float64 `[G, n + 1]`, prefix sums of the sorted values and
+            of their squares.
+
+    Returns:
+        `(best, arg)`: float64 and int64 arrays `[G, n + 1]`.
+    """
+    rows, width = prev.shape
+    best = np.empty_like(prev)
+    arg = np.empty(prev.shape, np.int64)
+    flat_prev, f1, f2 = prev.ravel(), p1.ravel(), p2.ravel()
+    # Tasks: rows g, target ranges [jlo, jhi] and candidate ranges [olo, ohi].
+    g = np.arange(rows)
+    jlo = np.zeros(rows, np.int64)
+    jhi = np.full(rows, width - 1, np.int64)
+    olo = np.zeros(rows, np.int64)
+    ohi = np.full(rows, width - 1, np.int64)
+    while g.size:
+        mid = (jlo + jhi) // 2
+        hi = np.minimum(ohi, mid)
+        lens = hi - olo + 1
+        starts = np.cumsum(lens) - lens
+        task = np.repeat(np.arange(g.size), lens)
+        i = np.arange(lens.sum()) - starts[task] + olo[task]
+        base = g[task] * width
+        j = mid[task]
+        value = flat_prev[base + i] + _np_sse(f1, f2, base + i, base + j,
+                                              j - i)
+        low = np.minimum.reduceat(value, starts)
+        # The leftmost candidate that reaches the minimum.
+        position = np.where(value == low[task], np.arange(value.size),
+                            value.size)
+        first = np.minimum.reduceat(position, starts)
+        opt = np.where(first < value.size, i[np.minimum(first, value.size - 1)],
+                       olo)
+        best[g, mid] = low
+        arg[g, mid] = opt
+        left = jlo <= mid - 1
+        right = mid + 1 <= jhi
+        g = np.concatenate([g[left], g[right]])
+        jlo, jhi = (np.concatenate([jlo[left], (mid + 1)[right]]),
+                    np.concatenate([(mid - 1)[left], jhi[right]]))
+        olo, ohi = (np.concatenate([olo[left], opt[right]]),
+                    np.concatenate([opt[left], ohi[right]]))
+    return best, arg
+
+
+def _np_exact_bounds(x, k):
+    """Segment bounds `[G, k + 1]` of the exact k-means of sorted rows `x`
+    (float64, centered).
+
+    One cluster over the `j` smallest values has the closed-form error
+    `SSE(0, j)`; clusters 2 to k - 1 are steps of `_np_segment_dp`; the last
+    step needs only `j = n` (one scan over its start); the bounds are then
+    followed back through the argmins.
+    """
+    rows, n = x.shape
+    k = int(k)
+    width = n + 1
+    p1 = np.zeros((rows, width))
+    p2 = np.zeros((rows, width))
+    np.cumsum(x, axis=1, out=p1[:, 1:])
+    np.cumsum(x * x, axis=1, out=p2[:, 1:])
+    f1, f2 = p1.ravel(), p2.ravel()
+    base = np.arange(rows)[:, None] * width
+    j = np.arange(width)[None, :]
+    bounds = np.zeros((rows, k + 1), np.int64)
+    bounds[:, -1] = n
+    if k == 1:
+        return bounds.astype(np.int32)
+    best = _np_sse(f1, f2, base + 0 * j, base + j, j + 0 * base)
+    choices = []
+    for _ in range(k - 2):
+        best, arg = _np_segment_dp(best, p1, p2)
+        choices.append(arg)
+    # The last cluster [i, n): the leftmost i of least total error.
+    total = best + _np_sse(f1, f2, base + j, base + n, n - j + 0 * base)
+    bounds[:, k - 1] = np.argmin(total, axis=1)
+    r = np.arange(rows)
+    for m in range(k - 2, 0, -1):
+        bounds[:, m] = choices[m - 1][r, bounds[:, m + 1]]
+    return bounds.astype(np.int32)
+
+
 def _exact_fn(v, k):
     s = tf.sort(v, axis=1)
-    rows = tf.shape(s)[0]
     n = tf.shape(s)[1]
     # Centering the rows leaves the problem unchanged and reduces the
-    # cancellation in the within-segment sum of squares below.
+    # cancellation in the within-segment sum of squares.
     x = tf.cast(s, tf.float64)
     shift = tf.reduce_mean(x, axis=1, keepdims=True)
     x = x - shift
-    p1 = prefix_sums(x)  # [G, n+1]
-    p2 = prefix_sums(x * x)
-    r = tf.range(n + 1)
-    start = r[:, None]
-    stop = r[None, :]
-    count = tf.cast(stop - start, tf.float64)  # [n+1, n+1]
-    seg1 = p1[:, None, :] - p1[:, :, None]  # [G, start, stop]
-    seg2 = p2[:, None, :] - p2[:, :, None]
-    cost = tf.maximum(seg2 - tf.math.divide_no_nan(seg1 * seg1, count), 0.0)
-    inf = tf.constant(np.inf, tf.float64)
-    # Segment [start, stop) of the sorted row; empty segments (start == stop)
-    # are allowed at cost 0 so that rows with fewer than k values work.
-    cost = tf.where(start <= stop, cost, inf)
-    best = tf.where(tf.equal(r, 0), tf.constant(0.0, tf.float64), inf)
-    best = tf.broadcast_to(best[None, :], tf.stack([rows, n + 1]))
-    choices = tf.TensorArray(tf.int32, size=k, element_shape=[None, None])
-
-    def forward(m, best, choices):
-        # best[g, stop] = min over start of best_prev[g, start] + cost.
-        total = best[:, :, None] + cost
-        arg = tf.argmin(total, axis=1, output_type=tf.int32)
-        return m + 1, tf.reduce_min(total, axis=1), choices.write(m, arg)
-
-    _, best, choices = tf.while_loop(
-        lambda m, best, choices: m < k, forward,
-        (tf.constant(0), best, choices),
-    )
-    ends = tf.TensorArray(tf.int32, size=k + 1, element_shape=[None])
-    stop_at = tf.fill(tf.stack([rows]), n)
-    ends = ends.write(k, stop_at)
-
-    def backward(m, stop_at, ends):
-        arg = choices.read(m)
-        begin = tf.gather(arg, stop_at[:, None], batch_dims=1)[:, 0]
-        return m - 1, begin, ends.write(m, begin)
-
-    _, _, ends = tf.while_loop(
-        lambda m, stop_at, ends: m >= 0,
-        backward,
-        (tf.constant(k - 1), stop_at, ends),
-    )
-    bounds = tf.transpose(ends.stack())  # [G, k + 1], bounds[:, 0] == 0
+    bounds = tf.numpy_function(_np_exact_bounds, [x, k], tf.int32,
+                               stateful=False)
+    bounds = tf.ensure_shape(bounds, [v.shape[0], k + 1])  # bounds[:, 0] == 0
+    p1 = prefix_sums(x)
     sums = tf.gather(p1, bounds, batch_dims=1)
     size = tf.cast(bounds[:, 1:] - bounds[:, :-1], tf.float64)
     mean = tf.math.divide_no_nan(sums[:, 1:] - sums[:, :-1], size) + shift
@@ -677,11 +750,12 @@ def kmeans_1d_exact(v, k):
     `D[m, j]` the least error of `m` clusters over the `j` smallest values,
     `D[m, j] = min_{i <= j} D[m-1, i] + SSE(i, j)` where the within-segment
     error `SSE` comes in O(1) from float64 prefix sums of the (centered) row.
-    The recursion is fully vectorized: k steps over a `[G, n+1, n+1]` table,
-    i.e. O(k * n**2) time and O(G * n**2) memory per call. Use it only for
-    small rows: about `G * n**2 <= 2**20` and `G * n**2 * k <= 2**23`
-    (`AdaptiveQuantization(method="auto")` uses exactly this bound); use
-    `kmeans_1d` beyond that.
+    The argmin `i` never decreases with `j` (the error satisfies the
+    quadrangle inequality), so each of the k steps is a divide and conquer
+    over `j` with O(n log n) evaluations, vectorized over rows (in NumPy),
+    and memory O(G * n). `AdaptiveQuantization(method="auto")` uses it for
+    rows with `G * n**2 <= 2**20` and `G * n**2 * k <= 2**23`
+    (`exact_is_cheap`) and `kmeans_1d` beyond.
 
     Rows with fewer than `k` distinct values get a valid codebook with
     duplicated entries (never NaN).
@@ -768,9 +842,11 @@ def kmeans_1d_bounded(v, init, lower, upper, max_iter=DEFAULT_MAX_ITER):
 def exact_is_cheap(rows, n, k):
     """Whether `kmeans_1d_exact` is cheap for a static shape.
 
-    The test of `method="auto"` in `projection_adaptive`: the dynamic
-    programme fills `rows * (n + 1)**2` cells k times, so it is cheap when
-    `rows * (n + 1)**2 <= 2**20` and `rows * (n + 1)**2 * k <= 2**23`.
+    The test of `method="auto"` in `projection_adaptive`:
+    `rows * (n + 1)**2 <= 2**20` and `rows * (n + 1)**2 * k <= 2**23`. (The
+    bound of the full `(n + 1)**2` table; the divide-and-conquer recursion
+    is cheaper than that, and the bound is kept so that "auto" picks the
+    method it always picked.)
 
     Args:
         rows: Number of rows G, or None (unknown).

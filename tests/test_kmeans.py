@@ -213,6 +213,22 @@ def test_exact_not_worse_than_lloyd_and_batch_equals_rows():
         np.testing.assert_array_equal(z1.numpy(), z.numpy()[g:g + 1])
 
 
+@pytest.mark.parametrize("n", [300, 5000])
+def test_exact_two_clusters_equals_the_best_split(n):
+    # k=2 on long rows (beyond the old (n+1)**2 table): the least error over
+    # every split point of the sorted row, scanned directly.
+    v = rows(2, n, seed=n)
+    c, z = kmeans_1d_exact(v, 2)
+    got = sse(v, c.numpy(), z.numpy())
+    for g in range(2):
+        s = np.sort(v[g].astype(np.float64))
+        p1, p2 = np.cumsum(s), np.cumsum(s * s)
+        i = np.arange(1, n)
+        left = p2[i - 1] - p1[i - 1] ** 2 / i
+        right = (p2[-1] - p2[i - 1]) - (p1[-1] - p1[i - 1]) ** 2 / (n - i)
+        assert got[g] == pytest.approx((left + right).min(), rel=1e-5)
+
+
 def test_exact_shifted_data():
     base = np.array([0.0, 0.1, 0.2, 5.0, 5.1, 9.0], np.float32)
     c, _ = kmeans_1d_exact((base + 1e4)[None], 3)
