@@ -45,6 +45,8 @@ __all__ = [
     "kmeans_1d_exact",
     "kmeans_plus_plus",
     "prefix_sums",
+    "sort_rows",
+    "sorted_prefix_sums",
 ]
 
 #: Default cap on Lloyd iterations. One iteration on sorted data costs
@@ -280,12 +282,62 @@ def _np_sort_and_prefix(v):
     return s, prefix
 
 
-def _sorted_and_prefix(v):
-    """Sorted rows (float32) and their float64 prefix sums `[G, n + 1]`."""
+def _np_sort(v):
+    return np.sort(v, axis=1)
+
+
+def sort_rows(v):
+    """Every row sorted ascending (float32), NumPy's sort for long rows.
+
+    `tf.sort` on CPU is many times slower than NumPy's vectorized sort, so
+    rows of `FAST_SORT_MIN` values or more are sorted by NumPy through
+    `tf.numpy_function` (on the host); shorter ones by `tf.sort`. Works
+    eagerly and inside `tf.function`; not differentiable.
+
+    Args:
+        v: float tensor `[G, n]`.
+
+    Returns:
+        float32 tensor `[G, n]`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> sort_rows(tf.constant([[3.0, 1.0, 2.0]])).numpy().tolist()
+    [[1.0, 2.0, 3.0]]
+    """
+    v = tf.cast(v, tf.float32)
+    if _long_rows(v):
+        s = tf.numpy_function(_np_sort, [v], tf.float32, stateful=False)
+        return tf.ensure_shape(s, v.shape)
+    return tf.sort(v, axis=1)
+
+
+def sorted_prefix_sums(v):
+    """Sorted rows (float32) and their float64 prefix sums `[G, n + 1]`.
+
+    As `sort_rows` then `prefix_sums`, both in NumPy for long rows (one host
+    call). The input of `cluster_sums`.
+
+    Args:
+        v: float tensor `[G, n]`.
+
+    Returns:
+        `(s, prefix)`: float32 `[G, n]` sorted ascending and float64
+        `[G, n + 1]`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> s, p = sorted_prefix_sums(tf.constant([[3.0, 1.0, 2.0]]))
+    >>> s.numpy().tolist(), p.numpy().tolist()
+    ([[1.0, 2.0, 3.0]], [[0.0, 1.0, 3.0, 6.0]])
+    """
+    v = tf.cast(v, tf.float32)
     if _long_rows(v):
         s, prefix = tf.numpy_function(
-            _np_sort_and_prefix, [tf.cast(v, tf.float32)],
-            (tf.float32, tf.float64), stateful=False)
+            _np_sort_and_prefix, [v], (tf.float32, tf.float64),
+            stateful=False)
         s = tf.ensure_shape(s, v.shape)
         n = v.shape[1]
         prefix = tf.ensure_shape(
@@ -438,12 +490,12 @@ def _seed_sorted(s, k, seed, max_samples):
 
 
 def _seed_fn(v, k, seed, max_samples):
-    s, _ = _sorted_and_prefix(v)
+    s, _ = sorted_prefix_sums(v)
     return _seed_sorted(s, k, seed, max_samples)
 
 
 def _lloyd_fn(v, init, k, max_iter, seed, max_samples, lower, upper):
-    s, prefix = _sorted_and_prefix(v)
+    s, prefix = sorted_prefix_sums(v)
     if init is None:
         init = _seed_sorted(s, k, seed, max_samples)
     else:

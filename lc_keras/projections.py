@@ -25,6 +25,7 @@ from lc_keras.checks import check_flags
 from lc_keras.checks import check_int
 from lc_keras.checks import check_int_interval
 from lc_keras.kmeans import DEFAULT_MAX_ITER
+from lc_keras.kmeans import FAST_SORT_MIN
 from lc_keras.kmeans import as_rows
 from lc_keras.kmeans import assign_nearest
 from lc_keras.kmeans import broadcast_rows
@@ -34,7 +35,8 @@ from lc_keras.kmeans import fixed_point
 from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_bounded
 from lc_keras.kmeans import kmeans_1d_exact
-from lc_keras.kmeans import prefix_sums
+from lc_keras.kmeans import sort_rows
+from lc_keras.kmeans import sorted_prefix_sums
 from lc_keras.quantized import MAX_ENTRIES
 
 __all__ = [
@@ -248,6 +250,17 @@ def _ternary_indices(v, half):
     return tf.where(big, tf.where(v > 0, 2 * one, 0 * one), one)
 
 
+def _np_ternary_scale(v):
+    """NumPy twin of the scale of `projection_scaled_ternary`, per row."""
+    s = np.empty(v.shape, np.float64)
+    s[:] = np.sort(np.abs(v), axis=1)[:, ::-1]
+    np.cumsum(s, axis=1, out=s)
+    j = np.arange(1, v.shape[1] + 1, dtype=np.float64)
+    best = np.argmax(s / np.sqrt(j), axis=1)
+    total = s[np.arange(v.shape[0]), best]
+    return (total / (best + 1)).astype(np.float32)
+
+
 def projection_scaled_ternary(v):
     """Projection onto {-a, 0, +a} with a learned scale `a >= 0`.
 
@@ -272,12 +285,19 @@ def projection_scaled_ternary(v):
     ([[-2.0, 0.0, 2.0]], [[0, 1, 2, 1]])
     """
     v = _rows(v, "projection_scaled_ternary")
-    s = tf.sort(tf.abs(tf.cast(v, tf.float64)), axis=1, direction="DESCENDING")
-    cum = tf.cumsum(s, axis=1)
-    j = tf.cast(tf.range(1, tf.shape(s)[1] + 1), tf.float64)
-    best = tf.argmax(cum / tf.sqrt(j), axis=1, output_type=tf.int32)
-    total = tf.gather(cum, best[:, None], batch_dims=1)[:, 0]
-    a = tf.cast(total / tf.cast(best + 1, tf.float64), tf.float32)
+    if v.shape[1] is None or v.shape[1] >= FAST_SORT_MIN:
+        # Long rows: the same arithmetic in NumPy (tf.sort is slow on CPU).
+        a = tf.numpy_function(_np_ternary_scale, [tf.cast(v, tf.float32)],
+                              tf.float32, stateful=False)
+        a = tf.ensure_shape(a, [v.shape[0]])
+    else:
+        s = tf.sort(tf.abs(tf.cast(v, tf.float64)), axis=1,
+                    direction="DESCENDING")
+        cum = tf.cumsum(s, axis=1)
+        j = tf.cast(tf.range(1, tf.shape(s)[1] + 1), tf.float64)
+        best = tf.argmax(cum / tf.sqrt(j), axis=1, output_type=tf.int32)
+        total = tf.gather(cum, best[:, None], batch_dims=1)[:, 0]
+        a = tf.cast(total / tf.cast(best + 1, tf.float64), tf.float32)
     zero = tf.zeros_like(a)
     codebook = tf.stack([-a, zero, a], axis=1)
     return codebook, _ternary_indices(v, 0.5 * a[:, None])
@@ -349,8 +369,7 @@ def _fit_scale(v, previous, base, max_iter):
         a = previous[:, -1] / top
     good = tf.logical_and(a > 0, tf.math.is_finite(a))
     a = tf.where(good, a, tf.ones_like(a))
-    s = tf.sort(v, axis=1)
-    prefix = prefix_sums(s)
+    s, prefix = sorted_prefix_sums(v)
     mid = 0.5 * base[:-1] + 0.5 * base[1:]
     c = tf.cast(base, tf.float64)[None, :]
 
@@ -499,7 +518,7 @@ def _uniform_start(v, q):
     picks = tf.cast((tf.cast(tf.range(m), tf.float64) + 0.5)
                     * tf.cast(n, tf.float64) / tf.cast(m, tf.float64),
                     tf.int32)
-    s = tf.sort(tf.abs(v), axis=1)
+    s = sort_rows(tf.abs(v))
     return _uniform_exact(tf.gather(s, picks, axis=1), q)
 
 

@@ -15,6 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from lc_keras import projections
+from lc_keras.kmeans import FAST_SORT_MIN
 from lc_keras.projections import projection_adaptive
 from lc_keras.projections import projection_binary
 from lc_keras.projections import projection_fixed_codebook
@@ -202,6 +203,19 @@ def test_scaled_ternary_against_grid(seed):
     grid = np.linspace(0, 2 * np.abs(v).max(), 4001)
     best = grid_best(v, lambda a: np.array([-a, 0.0, a]), grid)
     assert sse(v, c, z)[0] <= best + 1e-6
+
+
+def test_scaled_ternary_long_rows():
+    # Rows of FAST_SORT_MIN values or more take the NumPy path: each row's
+    # scale is the best top-j mean over every j, scanned here.
+    v = data(g=2, n=FAST_SORT_MIN + 7, seed=3)
+    c, z = projection_scaled_ternary(v)
+    for g in range(2):
+        s = np.sort(np.abs(v[g].astype(np.float64)))[::-1]
+        cum = np.cumsum(s)
+        j = int(np.argmax(cum / np.sqrt(np.arange(1, s.size + 1))))
+        assert c.numpy()[g, 2] == pytest.approx(cum[j] / (j + 1), rel=1e-6)
+    assert_valid_projection(v, c.numpy(), z.numpy(), 3)
 
 
 @settings(max_examples=30, deadline=None)
