@@ -77,3 +77,28 @@ def test_quality_mode_runs_every_method(tmp_path):
          f"--out_dir={merged}"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (merged / "results_lenet300.md").read_text().count("\n| LC |") == 2
+
+
+def test_speed_mode_writes_every_table(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    make_idx_dir(str(data), n=512)
+    out = tmp_path / "out"
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"),
+           "--mode=speed", "--model=lenet300", "--speed_epochs=2",
+           "--batch_size=64", f"--data_dir={data}", f"--out_dir={out}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (out / "speed.md").read_text()
+    # (a)+(b): one model row with a ratio and a C-step share.
+    row = [line for line in table.splitlines()
+           if line.startswith("| lenet300 |") and line.endswith("% |")]
+    assert len(row) == 1
+    ratio = float(row[0].split("|")[4])
+    assert ratio > 0
+    # (d): one warm C step per codebook, a positive time in ms.
+    steps = {line.split("|")[2].strip(): float(line.split("|")[3])
+             for line in table.splitlines()
+             if line.startswith("| lenet300 |") and line.count("|") == 4}
+    assert sorted(steps) == ["K=2", "K=4", "scaled ternary"]
+    assert all(ms > 0 for ms in steps.values())

@@ -37,7 +37,9 @@ Speed (`--mode=speed`): (a) LC `fit` epoch time (the default policy: C steps
 every `--step_batches` batches) over plain Keras `fit` epoch time on the
 same model, data and optimizer, interleaved; (b) the share of LC wall time
 spent in C steps; (c) the adaptive C step on 1M float32 weights at K = 4, 16,
-256 against `sklearn.cluster.KMeans(n_init=1)` (time and distortion).
+256 against `sklearn.cluster.KMeans(n_init=1)` (time and distortion); (d)
+the median time of one warm C step of the model at K=2, K=4 and scaled
+ternary.
 
     python tools/benchmark.py --mode=quality --model=lenet300 --codebooks=k2 --budgets=3,10
     python tools/benchmark.py --mode=speed
@@ -642,6 +644,26 @@ class _EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
+def c_step_ms(arch, codebook, repeats=40):
+    """Median wall time of one warm C step (every kernel, multipliers
+    updated) of an LC model after one epoch of the default policy on 100
+    batches."""
+    x, y, _, _ = load_data(arch)
+    model = lc.LCModel(ARCHITECTURES[arch](),
+                       compression=quantization(codebook))
+    model.compile(keras.optimizers.Adam(1e-3),
+                  "sparse_categorical_crossentropy")
+    n = 100 * FLAGS.batch_size
+    model.fit(x[:n], y[:n], batch_size=FLAGS.batch_size, epochs=1,
+              callbacks=[lc.MuSchedule.for_budget(1)], verbose=0)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.c_step(return_distortions=False)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
 def speed():
     lines = ["| model | plain epoch s | LC epoch s | ratio | C-step share |",
              "|---|---|---|---|---|"]
@@ -722,6 +744,13 @@ def speed():
         lines.append(f"| {k} | {ours:.3f} | {d_ours:.6g} | {theirs:.2f} | "
                      f"{d_theirs:.6g} | {theirs / ours:.0f}× |")
         print(lines[-1])
+    lines += ["", "| model | codebook | one warm C step, ms (median of 40) |",
+              "|---|---|---|"]
+    for arch in FLAGS.model:
+        for codebook in ("k2", "k4", "st"):
+            ms = c_step_ms(arch, codebook)
+            lines.append(f"| {arch} | {codebook_label(codebook)} | {ms:.1f} |")
+            print(lines[-1])
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     files.atomic_write_text(os.path.join(FLAGS.out_dir, "speed.md"),
                                "\n".join(lines) + "\n")
