@@ -447,17 +447,17 @@ class LCModel(keras.Model):
                 "`lc_keras.MuSchedule()` to `fit` (it runs direct compression "
                 "first), or build the model before training.")
         if self.penalty_step == "proximal":
-            # The penalty before this step's update, as the gradient mode
-            # reports it (it is not part of the loss the optimizer sees),
-            # and the learning rate this step's update uses (a schedule's
-            # value moves on with the optimizer's iteration count).
-            self._trackers.penalty.update_state(
-                tf.stop_gradient(self.lc_penalty()))
+            # The learning rate this step's update uses (a schedule's value
+            # moves on with the optimizer's iteration count).
             lr = tf.identity(tf.cast(self.optimizer.learning_rate,
                                      tf.float32))
         logs = super().train_step(data)
         if self.penalty_step == "proximal":
-            self._lc.proximal_step(lr, self._frozen())
+            # The penalty is not part of the loss the optimizer sees; the
+            # proximal step returns that of the weights it leaves, from its
+            # own pass over the kernels.
+            self._trackers.penalty.update_state(
+                self._lc.proximal_step(lr, self._frozen()))
         logs["lc_penalty"] = self._trackers.penalty.result()
         logs["lc_mu"] = self._lc.mu.value
         return multi_worker.reducible_logs(logs)

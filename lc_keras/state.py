@@ -348,28 +348,44 @@ class LCState(keras.layers.Layer):
         proximal operator of the penalty with the optimizer's step size).
         Under a distribution strategy it runs once per replica on the
         synchronized (mirrored) kernels, as the optimizer's own updates do.
+        The penalty of the updated kernels comes from the same difference
+        w − a: the step moves w to a + (w − a)/(1 + c).
 
         Args:
             lr: The learning rate of the optimizer's step (a scalar tensor).
             frozen: Per kernel (in `kernels` order), whether training cannot
                 move it: those stay where they are.
-        """
-        c = lr * self._mu.value
-        shrink = c / (1.0 + c)
-        pairs = [(k.variable.value, k.anchor.value)
-                 for k, still in zip(self.kernels, frozen) if not still]
 
-        def update(variable, anchor, shrink):
+        Returns:
+            The float32 scalar μ/2·Σ‖w − a‖² over every compressed kernel
+            after the step (`penalty_value` then, without a second pass).
+        """
+        mu = self._mu.value
+        c = lr * mu
+        shrink = c / (1.0 + c)
+        keep = 1.0 - shrink
+        total = tf.constant(0.0, tf.float32)
+        pairs = []
+        for k, still in zip(self.kernels, frozen):
+            d = tf.cast(k.variable.value, tf.float32) - k.anchor.value
+            squared = tf.reduce_sum(tf.square(d))
+            if still:
+                total += 0.5 * mu * squared
+            else:
+                total += 0.5 * mu * keep * keep * squared
+                pairs.append((k.variable.value, d))
+
+        def update(variable, d, shrink):
             w = tf.cast(variable, tf.float32)
-            return variable.assign(
-                tf.cast(w - shrink * (w - anchor), variable.dtype))
+            return variable.assign(tf.cast(w - shrink * d, variable.dtype))
 
         def merged(strategy, shrink):
-            for variable, anchor in pairs:
+            for variable, d in pairs:
                 strategy.extended.update(variable, update,
-                                         args=(anchor, shrink), group=False)
+                                         args=(d, shrink), group=False)
 
         tf.distribute.get_replica_context().merge_call(merged, args=(shrink,))
+        return total
 
     def quantized_mapping(self):
         """`[(kernel variable, Δ(Θ))]`, for a `keras.StatelessScope`."""

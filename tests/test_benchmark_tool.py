@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from test_datasets import write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,3 +103,10 @@ def test_speed_mode_writes_every_table(tmp_path):
              if line.startswith("| lenet300 |") and line.count("|") == 4}
     assert sorted(steps) == ["K=2", "K=4", "scaled ternary"]
     assert all(ms > 0 for ms in steps.values())
+    # (e): CPU time per batch, plain and LC, and their ratio.
+    cpu = [line for line in table.splitlines()
+           if line.startswith("| lenet300 |") and line.count("|") == 5]
+    assert len(cpu) == 1
+    plain, lc_ms, ratio = (float(v) for v in cpu[0].split("|")[2:5])
+    assert plain > 0 and lc_ms > 0
+    assert ratio == pytest.approx(lc_ms / plain, abs=2e-3)

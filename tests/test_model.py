@@ -571,3 +571,19 @@ def test_large_float_weights_are_named_in_a_warning():
                       r"1% of the model's 450 weights float: "
                       r"\['wide/kernel \(4, 64\)', 'wide/bias \(64,\)'\]"):
         lc.LCModel(net, compression={"head": lc.AdaptiveQuantization(2)})
+
+
+def test_proximal_step_logs_the_penalty_it_leaves():
+    # One batch: the logged penalty is that of the weights after the
+    # optimizer's update and the proximal step, as lc_penalty() reads it.
+    x, y = classification_data(n=64)
+    model = compile_(lc.LCModel(mlp(), compression=lc.AdaptiveQuantization(2)))
+    model.build((None, 12))
+    model.direct_compression()
+    model.mu = 5.0
+    before = float(model.lc_penalty())
+    history = model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    after = float(model.lc_penalty())
+    assert after != pytest.approx(before)
+    assert history.history["lc_penalty"][0] == pytest.approx(after,
+                                                             rel=1e-5)

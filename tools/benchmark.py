@@ -39,7 +39,8 @@ same model, data and optimizer, interleaved; (b) the share of LC wall time
 spent in C steps; (c) the adaptive C step on 1M float32 weights at K = 4, 16,
 256 against `sklearn.cluster.KMeans(n_init=1)` (time and distortion); (d)
 the median time of one warm C step of the model at K=2, K=4 and scaled
-ternary.
+ternary; (e) CPU time per batch of plain `fit` and of an LCModel's train
+step without C steps (the proximal step and the logged penalty).
 
     python tools/benchmark.py --mode=quality --model=lenet300 --codebooks=k2 --budgets=3,10
     python tools/benchmark.py --mode=speed
@@ -664,6 +665,33 @@ def c_step_ms(arch, codebook, repeats=40):
     return 1e3 * statistics.median(times)
 
 
+def batch_cpu_ms(arch, batches=200, repeats=6):
+    """Median CPU time per batch (process time: both cores, steal-free) of
+    plain Keras `fit` and of an LCModel's (μ = 10, no C steps: the proximal
+    step and the logged penalty only), interleaved, first repeat dropped."""
+    x, y, _, _ = load_data(arch)
+    batches = max(1, min(batches, len(x) // FLAGS.batch_size))
+    n = batches * FLAGS.batch_size
+    x, y = x[:n], y[:n]
+    plain = ARCHITECTURES[arch]()
+    model = lc.LCModel(ARCHITECTURES[arch](),
+                       compression=lc.AdaptiveQuantization(2))
+    for m in (plain, model):
+        m.compile(keras.optimizers.Adam(1e-3),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.build((None,) + x.shape[1:])
+    model.direct_compression()
+    model.mu = 10.0
+    times = {"plain": [], "lc": []}
+    for _ in range(repeats):
+        for name, m in (("plain", plain), ("lc", model)):
+            start = time.process_time()
+            m.fit(x, y, batch_size=FLAGS.batch_size, epochs=1, verbose=0,
+                  shuffle=False)
+            times[name].append(1e3 * (time.process_time() - start) / batches)
+    return {k: statistics.median(v[1:]) for k, v in times.items()}
+
+
 def speed():
     lines = ["| model | plain epoch s | LC epoch s | ratio | C-step share |",
              "|---|---|---|---|---|"]
@@ -751,6 +779,13 @@ def speed():
             ms = c_step_ms(arch, codebook)
             lines.append(f"| {arch} | {codebook_label(codebook)} | {ms:.1f} |")
             print(lines[-1])
+    lines += ["", "| model | plain CPU ms/batch | LC CPU ms/batch | ratio |",
+              "|---|---|---|---|"]
+    for arch in FLAGS.model:
+        cpu = batch_cpu_ms(arch)
+        lines.append(f"| {arch} | {cpu['plain']:.2f} | {cpu['lc']:.2f} | "
+                     f"{cpu['lc'] / cpu['plain']:.3f} |")
+        print(lines[-1])
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     files.atomic_write_text(os.path.join(FLAGS.out_dir, "speed.md"),
                                "\n".join(lines) + "\n")
