@@ -24,9 +24,9 @@ from lc_keras.checks import check_int
 from lc_keras.checks import check_int_interval
 from lc_keras.checks import check_seed
 from lc_keras.kmeans import DEFAULT_MAX_ITER
-from lc_keras.kmeans import as_rows
-from lc_keras.kmeans import broadcast_rows
 from lc_keras.quantized import MAX_ENTRIES
+from lc_keras.rows import as_rows
+from lc_keras.rows import broadcast_rows
 
 __all__ = [
     "AdaptiveQuantization",

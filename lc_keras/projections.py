@@ -25,19 +25,19 @@ from lc_keras.checks import check_flags
 from lc_keras.checks import check_int
 from lc_keras.checks import check_int_interval
 from lc_keras.kmeans import DEFAULT_MAX_ITER
-from lc_keras.kmeans import FAST_SORT_MIN
-from lc_keras.kmeans import as_rows
 from lc_keras.kmeans import assign_nearest
-from lc_keras.kmeans import broadcast_rows
-from lc_keras.kmeans import cluster_sums
 from lc_keras.kmeans import exact_is_cheap
 from lc_keras.kmeans import fixed_point
 from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_bounded
 from lc_keras.kmeans import kmeans_1d_exact
-from lc_keras.kmeans import sort_rows
-from lc_keras.kmeans import sorted_prefix_sums
 from lc_keras.quantized import MAX_ENTRIES
+from lc_keras.rows import FAST_SORT_MIN
+from lc_keras.rows import as_rows
+from lc_keras.rows import broadcast_rows
+from lc_keras.rows import cluster_sums
+from lc_keras.rows import sort_rows
+from lc_keras.rows import sorted_prefix_sums
 
 __all__ = [
     "EXPONENT_RANGE",

@@ -367,18 +367,6 @@ def test_bounded_errors():
         unknown_columns.get_concrete_function()
 
 
-def test_cluster_sums_match_numpy():
-    s = np.sort(rows(2, 50, seed=6), axis=1)
-    cuts = np.float32([[-0.5, 0.0, 0.7], [-1.0, -0.9, 2.0]])
-    sums, counts = kmeans.cluster_sums(s, kmeans.prefix_sums(s), cuts)
-    for g in range(2):
-        label = np.searchsorted(cuts[g], s[g], side="right")
-        for j in range(4):
-            members = s[g][label == j].astype(np.float64)
-            assert counts.numpy()[g, j] == len(members)
-            assert sums.numpy()[g, j] == pytest.approx(members.sum())
-
-
 def test_exact_is_cheap_is_the_auto_bound():
     assert kmeans.exact_is_cheap(1, 1022, 8)
     assert not kmeans.exact_is_cheap(1, 1024, 2)
@@ -386,17 +374,6 @@ def test_exact_is_cheap_is_the_auto_bound():
     assert not kmeans.exact_is_cheap(4, 512, 2)
     assert not kmeans.exact_is_cheap(1, 200, 256)
     assert not kmeans.exact_is_cheap(1, None, 2)
-
-
-def test_broadcast_rows():
-    v = rows(3, 5)
-    out = kmeans.broadcast_rows([[1.0, 2.0]], v, "t", "owner", k=2)
-    np.testing.assert_array_equal(out.numpy(), [[1.0, 2.0]] * 3)
-    with pytest.raises(ValueError, match=r"owner requires t of shape "
-                                         r"\[G, 3\]"):
-        kmeans.broadcast_rows([[1.0, 2.0]], v, "t", "owner", k=3)
-    with pytest.raises(ValueError, match="rank 2"):
-        kmeans.broadcast_rows([1.0, 2.0], v, "t", "owner")
 
 
 def test_docstring_examples():
@@ -407,12 +384,13 @@ def test_docstring_examples():
 @pytest.mark.parametrize("k", [4, 40])
 def test_numpy_fast_path_matches_pure_tensorflow(monkeypatch, k):
     from lc_keras import kmeans
+    from lc_keras import rows as row_lib
 
     rng = np.random.default_rng(3)
-    v = tf.constant(rng.normal(size=(2, kmeans.FAST_SORT_MIN + 7)),
+    v = tf.constant(rng.normal(size=(2, row_lib.FAST_SORT_MIN + 7)),
                     tf.float32)
     fast = kmeans.kmeans_1d(v, k, seed=1)
-    monkeypatch.setattr(kmeans, "FAST_SORT_MIN", 10**9)
+    monkeypatch.setattr(row_lib, "FAST_SORT_MIN", 10**9)
     # A new signature-free trace: call the pure-TF graph directly.
     slow = kmeans._lloyd_fn(v, None, k, tf.constant(100), tf.constant(
         1, tf.int64), kmeans.MAX_SEED_SAMPLES, None, None)

@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from lc_keras import projections
-from lc_keras.kmeans import FAST_SORT_MIN
+from lc_keras.rows import FAST_SORT_MIN
 from lc_keras.projections import projection_adaptive
 from lc_keras.projections import projection_binary
 from lc_keras.projections import projection_fixed_codebook
