@@ -174,14 +174,9 @@ def test_native_export_types_scales_and_outputs(name, tmp_path):
     got = run(path, x)
     assert np.abs(got - want).max() <= RTOL_OF_MAX * np.abs(want).max()
     assert lc.inspect_tflite(path).size_bytes == info.size_bytes
-    interpreter = lc.load_interpreter(path)  # runs as stored
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x)
-    interpreter.invoke()
-    np.testing.assert_array_equal(interpreter.get_tensor(
-        interpreter.get_output_details()[0]["index"]), got)
+    # lc.load_interpreter runs it as stored.
+    np.testing.assert_array_equal(
+        run_tflite(path, x, lc.load_interpreter(path)), got)
 
 
 def test_non_affine_kernels_fall_back_to_packed_with_a_warning(tmp_path):
@@ -199,15 +194,10 @@ def test_non_affine_kernels_fall_back_to_packed_with_a_warning(tmp_path):
     want = keras.ops.convert_to_numpy(model.quantized_model()(x))
     assert np.abs(run(path, x) - want).max() <= RTOL_OF_MAX * np.abs(
         want).max()
-    expanded = lc.load_interpreter(path)  # the packed kernel expanded
-    detail = expanded.get_input_details()[0]
-    expanded.resize_tensor_input(detail["index"], x.shape)
-    expanded.allocate_tensors()
-    expanded.set_tensor(detail["index"], x)
-    expanded.invoke()
-    np.testing.assert_allclose(expanded.get_tensor(
-        expanded.get_output_details()[0]["index"]), run(path, x), rtol=1e-5,
-        atol=1e-5)
+    # lc.load_interpreter expands the packed kernel.
+    np.testing.assert_allclose(
+        run_tflite(path, x, lc.load_interpreter(path)), run(path, x),
+        rtol=1e-5, atol=1e-5)
 
 
 def test_verify_integers_names_a_changed_scale(tmp_path):
