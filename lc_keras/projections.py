@@ -32,10 +32,10 @@ from lc_keras.kmeans import kmeans_1d
 from lc_keras.kmeans import kmeans_1d_bounded
 from lc_keras.kmeans import kmeans_1d_exact
 from lc_keras.quantized import MAX_ENTRIES
-from lc_keras.rows import FAST_SORT_MIN
 from lc_keras.rows import as_rows
 from lc_keras.rows import broadcast_rows
 from lc_keras.rows import cluster_sums
+from lc_keras.rows import long_rows
 from lc_keras.rows import sort_rows
 from lc_keras.rows import sorted_prefix_sums
 
@@ -285,7 +285,7 @@ def projection_scaled_ternary(v):
     ([[-2.0, 0.0, 2.0]], [[0, 1, 2, 1]])
     """
     v = _rows(v, "projection_scaled_ternary")
-    if v.shape[1] is None or v.shape[1] >= FAST_SORT_MIN:
+    if long_rows(v):
         # Long rows: the same arithmetic in NumPy (tf.sort is slow on CPU).
         a = tf.numpy_function(_np_ternary_scale, [tf.cast(v, tf.float32)],
                               tf.float32, stateful=False)
