@@ -302,14 +302,18 @@ def mapped_train_step(model, data, mapping):
     with tf.GradientTape() as tape:
         with keras.StatelessScope(state_mapping=mapping()):
             y_pred = model(x, training=True)
-        loss = tf.reduce_mean(
-            keras.losses.sparse_categorical_crossentropy(y, y_pred))
+        # The compiled loss (an LCModel with the proximal penalty step adds
+        # no penalty to it).
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred,
+                                  sample_weight=sample_weight, training=True)
     variables = model.trainable_variables
     model.optimizer.apply_gradients(
         zip(tape.gradient(loss, variables), variables))
-    logs = dict(model.compute_metrics(x, y, y_pred, sample_weight))
-    logs["loss"] = loss
-    return logs
+    # The epoch logs are the metrics' results: track the loss there too.
+    for metric in model.metrics:
+        if metric.name == "loss":
+            metric.update_state(loss)
+    return dict(model.compute_metrics(x, y, y_pred, sample_weight))
 
 
 class _STE(lc.LCModel):
