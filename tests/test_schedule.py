@@ -1,8 +1,10 @@
+import doctest
 import math
 
 import pytest
 
 import lc_keras as lc
+from lc_keras import schedule
 
 
 def test_total_epochs_and_mu_by_epoch():
@@ -157,3 +159,9 @@ def test_for_budget_config_round_trip():
 def test_grid_is_for_budget_schedules():
     with pytest.raises(ValueError, match="for_budget"):
         lc.MuSchedule().grid(10, 0.1)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(schedule,
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
