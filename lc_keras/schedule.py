@@ -29,7 +29,7 @@ from lc_keras.model import LCModel
 PER_KERNEL_LOGS_UP_TO = 4
 
 
-def _check_budget(epochs, step_batches=20, steps=None, pull=(2e-2, 0.3),
+def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 0.3),
                   mu0=None, mu_end=None):
     """Validates the arguments of `MuSchedule.for_budget`; returns them."""
     owner = "MuSchedule.for_budget"
@@ -273,7 +273,7 @@ class MuSchedule(LCCallback):
 
     @classmethod
     def for_budget(cls, epochs, *, step_batches=20, steps=None,
-                   pull=(2e-2, 0.3), mu0=None, mu_end=None, strict=True,
+                   pull=(1e-2, 0.3), mu0=None, mu_end=None, strict=True,
                    log_codebooks=16, per_kernel_logs=None):
         """An LC schedule that fits a budget of `epochs` epochs.
 
@@ -324,7 +324,7 @@ class MuSchedule(LCCallback):
         >>> grid.steps, grid.end(0), grid.end(grid.steps - 1)
         (235, 20, 4690)
         >>> round(grid.mu(0), 6), round(grid.mu(grid.steps - 1), 6)
-        (20.0, 300.0)
+        (10.0, 300.0)
         """
         budget = {"epochs": epochs, "step_batches": step_batches,
                   "steps": steps, "pull": pull, "mu0": mu0,
