@@ -6,6 +6,7 @@ method runs end to end and that the results files hold what the table needs.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -44,6 +45,11 @@ def test_quality_mode_runs_every_method(tmp_path):
            f"--out_dir={out}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Every epoch line (verbose=2) logs the training loss, also those of
+    # STE and clustering, whose train steps are the tool's own.
+    losses = [float(v) for v in
+              re.findall(r" - loss: ([0-9.e+-]+)", done.stdout + done.stderr)]
+    assert len(losses) >= 8 and min(losses) > 0
     results = json.loads((out / "results_lenet300.json").read_text())
     rows = results["rows"]
     # Codebook-free methods run once; clustering learns adaptive codebooks.
