@@ -28,8 +28,11 @@ from lc_keras.model import LCModel
 #: `MuSchedule(per_kernel_logs=None)` logs per kernel up to this many kernels.
 PER_KERNEL_LOGS_UP_TO = 4
 
+# `MuSchedule.for_budget`'s default (first, last) value of μ·lr0.
+_DEFAULT_PULL = (1e-2, 0.3)
 
-def _check_budget(epochs, step_batches=20, steps=None, pull=(1e-2, 0.3),
+
+def _check_budget(epochs, step_batches=20, steps=None, pull=_DEFAULT_PULL,
                   mu0=None, mu_end=None):
     """Validates the arguments of `MuSchedule.for_budget`; returns them."""
     owner = "MuSchedule.for_budget"
@@ -273,7 +276,7 @@ class MuSchedule(LCCallback):
 
     @classmethod
     def for_budget(cls, epochs, *, step_batches=20, steps=None,
-                   pull=(1e-2, 0.3), mu0=None, mu_end=None, strict=True,
+                   pull=_DEFAULT_PULL, mu0=None, mu_end=None, strict=True,
                    log_codebooks=16, per_kernel_logs=None):
         """An LC schedule that fits a budget of `epochs` epochs.
 
