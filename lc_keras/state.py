@@ -368,14 +368,19 @@ class LCState(keras.layers.Layer):
         pairs = []
         for k, still in zip(self.kernels, frozen):
             d = tf.cast(k.variable.value, tf.float32) - k.anchor.value
-            squared = tf.reduce_sum(tf.square(d))
+            # 0.5·‖d‖² in one fused pass.
+            half_squared = tf.nn.l2_loss(d)
             if still:
-                total += 0.5 * mu * squared
+                total += mu * half_squared
             else:
-                total += 0.5 * mu * keep * keep * squared
+                total += mu * keep * keep * half_squared
                 pairs.append((k.variable.value, d))
 
         def update(variable, d, shrink):
+            if variable.dtype == tf.float32:
+                # w ← w − shrink·d in place, one fused pass.
+                return tf.raw_ops.ResourceApplyGradientDescent(
+                    var=variable.handle, alpha=shrink, delta=d)
             w = tf.cast(variable, tf.float32)
             return variable.assign(tf.cast(w - shrink * d, variable.dtype))
 
