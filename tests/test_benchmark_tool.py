@@ -101,8 +101,14 @@ def test_speed_mode_writes_every_table(tmp_path):
     row = [line for line in table.splitlines()
            if line.startswith("| lenet300 |") and line.endswith("% |")]
     assert len(row) == 1
-    ratio = float(row[0].split("|")[4])
+    cells = row[0].split("|")
+    ratio = float(cells[4])
     assert ratio > 0
+    # ... and the same in process CPU time: plain, LC, their ratio.
+    plain_cpu, lc_cpu, cpu_ratio = (float(v) for v in cells[5:8])
+    assert plain_cpu > 0 and lc_cpu > 0
+    # (the seconds are rounded to 1 ms: a short test epoch takes ~0.1 s)
+    assert cpu_ratio == pytest.approx(lc_cpu / plain_cpu, rel=0.03)
     # (d): one warm C step per codebook, a positive time in ms.
     steps = {line.split("|")[2].strip(): float(line.split("|")[3])
              for line in table.splitlines()

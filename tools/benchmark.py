@@ -35,7 +35,8 @@ and set of plots.
 
 Speed (`--mode=speed`): (a) LC `fit` epoch time (the default policy: C steps
 every `--step_batches` batches) over plain Keras `fit` epoch time on the
-same model, data and optimizer, interleaved; (b) the share of LC wall time
+same model, data and optimizer, interleaved, in wall time and in process CPU
+time (every thread, which steal on a shared machine does not inflate); (b) the share of LC wall time
 spent in C steps; (c) the adaptive C step on 1M float32 weights at K = 4, 16,
 256 against `sklearn.cluster.KMeans(n_init=1)` (time and distortion); (d)
 the median time of one warm C step of the model at K=2, K=4 and scaled
@@ -638,15 +639,20 @@ def quality():
 
 
 class _EpochTimer(keras.callbacks.Callback):
+    """Wall time and process CPU time (every thread; steal-free) per epoch."""
+
     def __init__(self):
         super().__init__()
         self.times = []
+        self.cpu_times = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self._start)
+        self.cpu_times.append(time.process_time() - self._cpu_start)
 
 
 def c_step_ms(arch, codebook, repeats=40):
@@ -697,11 +703,13 @@ def batch_cpu_ms(arch, batches=200, repeats=6):
 
 
 def speed():
-    lines = ["| model | plain epoch s | LC epoch s | ratio | C-step share |",
-             "|---|---|---|---|---|"]
+    lines = ["| model | plain epoch s | LC epoch s | ratio | plain epoch CPU s "
+             "| LC epoch CPU s | CPU ratio | C-step share |",
+             "|---|---|---|---|---|---|---|---|"]
     for arch in FLAGS.model:
         x, y, _, _ = load_data(arch)
         plain_times, lc_times, c_time, lc_total = [], [], 0.0, 0.0
+        plain_cpu, lc_cpu = [], []
         # The default policy: LCModel defaults, MuSchedule.for_budget
         # (a C step every 20 batches), Adam; the plain run uses Adam too.
         plain = ARCHITECTURES[arch]()
@@ -732,6 +740,7 @@ def speed():
             plain.fit(x, y, batch_size=FLAGS.batch_size, epochs=i + 1,
                       initial_epoch=i, callbacks=[timer], verbose=0)
             plain_times += timer.times[-1:] if i else []
+            plain_cpu += timer.cpu_times[-1:] if i else []
             timer = _EpochTimer()
             start = time.perf_counter()
             c_before = c_time
@@ -739,11 +748,14 @@ def speed():
                       initial_epoch=i, callbacks=[schedule, timer], verbose=0)
             if i:
                 lc_times += timer.times[-1:]
+                lc_cpu += timer.cpu_times[-1:]
                 lc_total += time.perf_counter() - start
             else:
                 c_time = c_before
         p, q = statistics.median(plain_times), statistics.median(lc_times)
+        pc, qc = statistics.median(plain_cpu), statistics.median(lc_cpu)
         lines.append(f"| {arch} | {p:.2f} | {q:.2f} | {q / p:.3f} | "
+                     f"{pc:.3f} | {qc:.3f} | {qc / pc:.3f} | "
                      f"{100 * c_time / lc_total:.2f}% |")
         print(lines[-1])
     lines += ["", "| K | lc_keras s | lc_keras distortion | sklearn s | "
