@@ -40,8 +40,9 @@ time (every thread, which steal on a shared machine does not inflate); (b)
 the share of LC wall time spent in C steps; (c) the adaptive C step on 1M
 float32 weights at K = 4, 16, 256 against `sklearn.cluster.KMeans(n_init=1)`
 (time and distortion); (d) the median time of one warm C step of the model
-at K=2, K=4 and scaled ternary; (e) CPU time per batch of plain `fit` and of an LCModel's train
-step without C steps (the proximal step and the logged penalty).
+at K=2, K=4 and scaled ternary; (e) CPU time per batch of plain `fit` and
+of an LCModel's train step without C steps (the proximal step and the logged
+penalty).
 
     python tools/benchmark.py --mode=quality --model=lenet300 --codebooks=k2 --budgets=3,10
     python tools/benchmark.py --mode=speed
