@@ -18,7 +18,8 @@ codebooks, float biases) with
             (adaptive codebooks only): centroids from k-means++ (+ Lloyd),
             nearest-centroid assignment in every forward pass, centroids
             trained by the summed gradient of their weights, the float
-            weights by straight-through, Adam (`--cluster_lr`);
+            weights by straight-through, Adam (`--cluster_lr`, constant
+            or cosine-decayed to 0, `--cluster_schedule`);
 * ptq8/4  — Keras's own post-training `model.quantize("int8"/"int4")`;
 * float   — control: the float reference trained for the same epochs
             (Adam, cosine decay, `--float_lr`);
@@ -99,6 +100,9 @@ flags.DEFINE_list("ste_lrs", [], "STE: per-budget learning rates, as "
                   "--ste_lr.")
 flags.DEFINE_float("cluster_lr", 1e-4, "Trained clustering: Adam learning "
                    "rate (tfmot's fine-tuning default).")
+flags.DEFINE_enum("cluster_schedule", "constant", ["constant", "cosine"],
+                  "Trained clustering: a constant Adam rate (tfmot's "
+                  "examples), or cosine decay to 0 over the budget.")
 flags.DEFINE_float("float_lr", 1e-3, "Float control: first learning rate of "
                    "Adam, cosine-decayed to 0 over the budget.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer of iDC "
@@ -447,8 +451,12 @@ def run_cluster(reference, codebook, data, epochs):
                           compression=quantization(codebook))
     lc_model.direct_compression()
     model = _Clustered(lc_model)
-    model.compile(keras.optimizers.Adam(FLAGS.cluster_lr),
-                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    if FLAGS.cluster_schedule == "cosine":
+        optimizer = cosine_adam(FLAGS.cluster_lr, epochs * steps_per_epoch(x))
+    else:
+        optimizer = keras.optimizers.Adam(FLAGS.cluster_lr)
+    model.compile(optimizer, "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs, verbose=2)
     net = model.final_net()
     net.lc_ratio = lc.compression_ratio(lc_model)
